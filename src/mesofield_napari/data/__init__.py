@@ -1,0 +1,22 @@
+"""Acquisition-time data: writers, sidecars and recovery (no Qt needed)."""
+
+from __future__ import annotations
+
+from .errors import RecordingError
+from .journal import RecoveryReport, recover
+from .sidecar import JOURNAL_SUFFIX, SIDECAR_SUFFIX, journal_path, sidecar_path
+from .video import CV2Writer
+from .writer import CustomWriter, WriterStats
+
+__all__ = [
+    "JOURNAL_SUFFIX",
+    "SIDECAR_SUFFIX",
+    "CV2Writer",
+    "CustomWriter",
+    "RecordingError",
+    "RecoveryReport",
+    "WriterStats",
+    "journal_path",
+    "recover",
+    "sidecar_path",
+]

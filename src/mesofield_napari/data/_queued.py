@@ -1,0 +1,208 @@
+"""Shared machinery: run ``_5DWriterBase``'s per-frame work on a writer thread.
+
+``QueuedWriterMixin`` sits in front of ``OMETiffWriter`` in the MRO. Its
+``frameReady`` only queues the frame; the writer thread then calls the upstream
+``frameReady`` (position bookkeeping, ``new_array``, ``write_frame``,
+``store_frame_metadata``), so the seed's methods keep their names and roles but never
+run on the acquisition thread. Metadata is journaled frame by frame and the legacy
+sidecar is written atomically at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._pipeline import (
+    DEFAULT_FLUSH_INTERVAL_S,
+    DEFAULT_MAX_QUEUE_BYTES,
+    FramePipeline,
+    WriterStats,
+)
+from .errors import RecordingError
+from .journal import FrameJournal, Mode
+from .sidecar import journal_path, sidecar_path, to_jsonable, write_json_atomic
+
+if TYPE_CHECKING:
+    import numpy as np
+    import useq
+
+logger = logging.getLogger(__name__)
+_NULL = object()
+
+
+class QueuedWriterMixin:
+    """Queue frames to a writer thread; journal metadata; atomic sidecar at the end."""
+
+    # provided by _5DWriterBase / the concrete writer
+    _filename: str
+    frame_metadatas: Any
+    current_sequence: Any
+
+    def _init_queue(
+        self,
+        *,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL_S,
+    ) -> None:
+        self.sidecar_path = sidecar_path(self._filename)
+        self.journal_path = journal_path(self._filename)
+        self.on_error: Callable[[BaseException], None] | None = None
+        self._journal: FrameJournal | None = None
+        self._io_lock = threading.Lock()  # guards file handles vs. the flusher thread
+        self._frames_by_position: dict[str, int] = {}
+        self._pipeline = FramePipeline(
+            Path(self._filename).name,
+            self._handle,
+            max_bytes=max_queue_bytes,
+            flush=self._flush_all,
+            flush_interval=flush_interval,
+            on_error=self._notify_error,
+        )
+
+    # ------------------------------------------------------------ public state
+    @property
+    def stats(self) -> WriterStats:
+        """Live counters: frames received/written/lost, back-pressure, queue fill."""
+        return self._pipeline.stats
+
+    @property
+    def error(self) -> BaseException | None:
+        """The first error of the writer thread (None while all is well)."""
+        return self._pipeline.error
+
+    @property
+    def frames_written(self) -> dict[str, int]:
+        """Frames written per position key (kept after the sequence finished)."""
+        return dict(self._frames_by_position)
+
+    @property
+    def files(self) -> list[Path]:
+        """Data files this writer created."""
+        return list(self._created_files())
+
+    def raise_if_failed(self) -> None:
+        """Raise :class:`RecordingError` if anything went wrong while writing."""
+        if (err := self.error) is not None:
+            lost = self.stats.frames_lost
+            raise RecordingError(
+                f"{Path(self._filename).name}: {err} "
+                f"({sum(self._frames_by_position.values())} frame(s) written, "
+                f"{lost} not saved)"
+            ) from err
+
+    def _notify_error(self, exc: BaseException) -> None:
+        if self.on_error is not None:
+            self.on_error(exc)
+
+    # ------------------------------------------------------------ MDA callbacks
+    def sequenceStarted(self, seq: useq.MDASequence, meta: Any = _NULL) -> None:
+        super().sequenceStarted(seq, meta)  # type: ignore[misc]
+        self._frames_by_position = {}
+        self._pipeline.start()
+        self._pipeline.put_command("open_journal", "mda")
+
+    def frameReady(self, frame: np.ndarray, event: useq.MDAEvent, meta: Any) -> None:
+        """Queue the frame for the writer thread; never does disk work itself."""
+        if frame.base is not None or not frame.flags.c_contiguous:
+            # a view may point into a camera buffer that is about to be reused
+            frame = frame.copy()
+        self._pipeline.put_frame(frame, event, meta, nbytes=frame.nbytes)
+
+    def sequenceFinished(self, seq: useq.MDASequence) -> None:
+        """Drain the queue, write the sidecar, stop the writer thread."""
+        if not self._pipeline.running:
+            return
+        self._pipeline.put_command("finish", seq)
+        self._pipeline.stop()
+        if self.error is not None:
+            logger.error("%s", self.error)
+
+    @contextlib.contextmanager
+    def attached(self, mda_events: Any) -> Iterator[None]:
+        """Connect straight to ``core.mda.events`` (or a core) for the block.
+
+        Unlike ``core.mda.run(seq, output=writer)``, which relays through an unbounded
+        deque, this runs ``frameReady`` on the emitting thread, so the writer's
+        byte-bounded queue really bounds the memory in flight.
+        """
+        events = getattr(getattr(mda_events, "mda", None), "events", mda_events)
+        pairs = [
+            (events.sequenceStarted, self.sequenceStarted),
+            (events.frameReady, self.frameReady),
+            (events.sequenceFinished, self.sequenceFinished),
+        ]
+        for sig, slot in pairs:
+            sig.connect(slot)
+        try:
+            yield
+        finally:
+            for sig, slot in pairs:
+                sig.disconnect(slot)
+
+    def close(self) -> None:
+        """Finish an interrupted sequence (e.g. the app is closing mid-run)."""
+        if self._pipeline.running:
+            self.sequenceFinished(self.current_sequence)
+
+    # ------------------------------------------------------------ writer thread
+    def _handle(self, kind: str, args: tuple[Any, ...]) -> None:
+        if kind == "frame":
+            super().frameReady(*args)  # type: ignore[misc]
+        elif kind == "open_journal":
+            self._open_journal(args[0])
+        elif kind == "finish":
+            super().sequenceFinished(args[0])  # type: ignore[misc]
+        else:  # pragma: no cover
+            raise ValueError(kind)
+
+    def _open_journal(self, mode: Mode, extra: dict[str, Any] | None = None) -> None:
+        with self._io_lock:
+            self._journal = FrameJournal(
+                self.journal_path, mode=mode, data_file=self._filename, extra=extra
+            )
+
+    def store_frame_metadata(self, key: str, event: useq.MDAEvent, meta: Any) -> None:
+        """Keep the frame's metadata (JSON-ready) and journal it: one line, one frame."""
+        entry = to_jsonable(dict(meta or {}))
+        entry["mda_event"] = {k: int(v) for k, v in dict(event.index).items()}
+        entry.update(self._extra_frame_metadata())
+        self.frame_metadatas[key].append(entry)
+        self._frames_by_position[key] = self._frames_by_position.get(key, 0) + 1
+        if self._journal is not None:
+            self._journal.append(entry, key)
+
+    def _extra_frame_metadata(self) -> dict[str, Any]:
+        return {}
+
+    def _flush_all(self) -> None:
+        """Flusher thread: make data and journal durable (bounded data at risk)."""
+        with self._io_lock:
+            self._flush_data()
+            if self._journal is not None:
+                self._journal.sync()
+
+    def _flush_data(self) -> None:
+        """Subclasses: fsync their data files (called with ``_io_lock`` held)."""
+
+    def _created_files(self) -> Iterator[Path]:  # pragma: no cover - overridden
+        yield Path(self._filename)
+
+    def _write_sidecar(self, payload: dict[str, Any]) -> None:
+        """Atomically write the legacy JSON, then drop the journal (never before)."""
+        try:
+            write_json_atomic(self.sidecar_path, payload)
+        except OSError as exc:
+            kept = self._journal.path if self._journal is not None else None
+            raise RecordingError(
+                f"could not write sidecar {self.sidecar_path.name}: {exc}; "
+                f"frame metadata is kept in {kept} (run `mesofield-napari recover`)"
+            ) from exc
+        with self._io_lock:
+            if self._journal is not None:
+                self._journal.close(remove=True)
+                self._journal = None

@@ -1,0 +1,62 @@
+"""File-name helpers that keep compound extensions (``.ome.tiff``) whole."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# longest first, so ".ome.tiff" wins over ".tiff"
+COMPOUND_EXTENSIONS = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf", ".mp4", ".avi")
+
+
+def split_extension(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """``/a/x.ome.tiff`` -> (``/a/x``, ``.ome.tiff``); unknown suffixes as Path does."""
+    name = os.fspath(path)
+    lower = name.lower()
+    for ext in COMPOUND_EXTENSIONS:
+        if lower.endswith(ext):
+            return name[: -len(ext)], name[-len(ext) :]
+    p = Path(name)
+    return name[: len(name) - len(p.suffix)], p.suffix
+
+
+def with_name_suffix(path: str | os.PathLike[str], suffix: str) -> Path:
+    """Insert ``suffix`` before the (compound) extension: ``x.ome.tiff`` -> ``x_p1.ome.tiff``."""
+    stem, ext = split_extension(path)
+    return Path(f"{stem}{suffix}{ext}")
+
+
+def unique_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` if free, else ``<stem>_1<ext>``, ``<stem>_2<ext>``...; never overwrites.
+
+    A name also counts as taken when its sidecar or journal exists.
+    """
+    from .sidecar import journal_path, sidecar_path
+
+    def taken(p: Path) -> bool:
+        return p.exists() or sidecar_path(p).exists() or journal_path(p).exists()
+
+    candidate = Path(path)
+    n = 0
+    while taken(candidate):
+        n += 1
+        candidate = with_name_suffix(path, f"_{n}")
+    return candidate
+
+
+def check_new_file(path: str | os.PathLike[str], *extra: Path) -> Path:
+    """Validate that ``path`` (and companions) can be created without overwriting.
+
+    Raises ``FileNotFoundError`` for a missing folder, ``PermissionError`` for an
+    unwritable one and ``FileExistsError`` when a file is already there.
+    """
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"output folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"output folder is not writable: {folder}")
+    for p in (path, *extra):
+        if p.exists():
+            raise FileExistsError(f"refusing to overwrite existing file: {p}")
+    return path

@@ -1,0 +1,284 @@
+"""``CV2Writer``: MP4/AVI through OpenCV, MDA-driven or self-driven (direct mode).
+
+Like :class:`~mesofield_napari.data.CustomWriter`, encoding runs on the writer's own
+thread behind a byte-bounded queue, metadata is journaled per frame and the legacy
+sidecar is written atomically at the end. Conversion to uint8 uses limits fixed for the
+whole video (camera bit depth or given contrast limits), so brightness does not flicker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._pipeline import DEFAULT_FLUSH_INTERVAL_S, DEFAULT_MAX_QUEUE_BYTES
+from ._queued import _NULL, QueuedWriterMixin
+from ._upstream import OMETiffWriter
+from .codecs import (
+    ContrastMapping,
+    bit_depth_from_pixel_format,
+    default_fourcc,
+    quiet_opencv,
+    resolve_fourcc,
+    video_extension,
+)
+from .errors import RecordingError
+from .paths import check_new_file, with_name_suffix
+from .sidecar import journal_path, sidecar_path, utc_now_iso
+
+if TYPE_CHECKING:
+    import useq
+
+logger = logging.getLogger(__name__)
+
+
+class CV2Writer(QueuedWriterMixin, OMETiffWriter):
+    """Write frames to an ``.mp4``/``.avi`` video with OpenCV.
+
+    Two modes share codec, contrast and metadata logic:
+
+    - **MDA-driven**: pass it as ``output=`` to ``core.mda.run`` (or use
+      :meth:`attached`); ``new_array``/``write_frame``/``finalize_metadata`` keep the
+      seed's roles.
+    - **Direct**: :meth:`begin`, :meth:`add_frame`, :meth:`finish` for cameras that run
+      their own capture loop.
+
+    Parameters
+    ----------
+    filename
+        Output ``.mp4`` or ``.avi`` (multi-position: ``<stem>_<poskey>.<ext>``).
+    fps
+        Frame rate stored in the container; may be fractional (e.g. 29.97).
+    fourcc
+        Codec; default ``$MESOFIELD_FOURCC`` or ``"H264"``. Falls back to ``mp4v``
+        (.mp4) / ``MJPG`` (.avi) with one warning when OpenCV cannot encode it.
+    contrast_limits
+        ``(low, high)`` camera values mapped to 0..255 for every frame.
+    bit_depth
+        Camera bit depth: maps ``0..2**bit_depth-1`` (used when no limits are given;
+        MDA mode reads it from the summary metadata's pixel format otherwise).
+    per_frame_stretch
+        mesofield's per-frame min-max stretch (brightness flickers); off by default.
+    """
+
+    def __init__(
+        self,
+        filename: Path | str,
+        fps: float = 30,
+        fourcc: str | None = None,
+        *,
+        contrast_limits: tuple[float, float] | None = None,
+        bit_depth: int | None = None,
+        per_frame_stretch: bool = False,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL_S,
+    ) -> None:
+        name = os.fspath(filename)
+        self._ext = video_extension(name)
+        if not (isinstance(fps, (int, float)) and fps > 0):
+            raise ValueError(f"fps must be a positive number, got {fps!r}")
+        check_new_file(name, sidecar_path(name), journal_path(name))
+        # OMETiffWriter.__init__ insists on .tif; only the shared base state is needed
+        super(OMETiffWriter, self).__init__()
+        self._filename = name
+        self._is_ome = False
+        self._fps = float(fps)
+        self.requested_fourcc = fourcc or default_fourcc()
+        self.fourcc = resolve_fourcc(self._ext, self.requested_fourcc)
+        self.contrast = ContrastMapping(contrast_limits, bit_depth, per_frame_stretch)
+        self._writers: dict[str, Any] = {}
+        self._direct: dict[str, Any] | None = None  # direct-mode state
+        self._init_queue(max_queue_bytes=max_queue_bytes, flush_interval=flush_interval)
+
+    @property
+    def fps(self) -> float:
+        return self._fps
+
+    # ------------------------------------------------------------ MDA mode
+    def sequenceStarted(self, seq: useq.MDASequence, meta: Any = _NULL) -> None:
+        if self.contrast.limits is None and self.contrast.bit_depth is None:
+            self._bit_depth_from_summary(meta)
+        super().sequenceStarted(seq, meta)
+
+    def _bit_depth_from_summary(self, meta: Any) -> None:
+        infos = meta.get("image_infos") if isinstance(meta, dict) else None
+        if infos:
+            depth = bit_depth_from_pixel_format(infos[0].get("pixel_format"))
+            if depth and depth < 16:
+                self.contrast.bit_depth = depth
+
+    def new_array(self, position_key: str, dtype: np.dtype, sizes: dict[str, int]) -> Any:
+        """Open the ``cv2.VideoWriter`` for one position."""
+        path = self._position_path(position_key)
+        writer = self._open_video(path, sizes["x"], sizes["y"], is_color=False)
+        self._writers[position_key] = writer
+        return writer
+
+    def write_frame(self, ary: Any, index: tuple[int, ...], frame: np.ndarray) -> None:
+        """Convert to uint8 with the fixed mapping and encode (writer thread)."""
+        ary.write(self._to_video_frame(frame, is_color=False))
+
+    def _extra_frame_metadata(self) -> dict[str, Any]:
+        return {"video_codec": self.fourcc, "video_fps": self._fps}
+
+    def finalize_metadata(self) -> None:
+        """Close the videos, check their frame counts, write the sidecar."""
+        problems = []
+        for key, writer in list(self._writers.items()):
+            writer.release()
+            expected = self._frames_by_position.get(key, 0)
+            found = _count_video_frames(self._position_path(key))
+            if found is not None and found != expected:
+                problems.append(f"{self._position_path(key).name}: {found}/{expected}")
+        self._writers.clear()
+        self._write_sidecar(dict(self.frame_metadatas))
+        if problems:
+            raise RecordingError(
+                "video holds fewer frames than were encoded (disk full?): "
+                + ", ".join(problems)
+            )
+
+    # ------------------------------------------------------------ direct mode
+    def begin(self, width: int, height: int, is_color: bool = True) -> None:
+        """Open the video for a self-driven capture loop."""
+        if self._direct is not None or self._pipeline.running:
+            raise RuntimeError("CV2Writer is already recording")
+        if int(width) <= 0 or int(height) <= 0:
+            raise ValueError(f"invalid frame size {width}x{height}")
+        writer = self._open_video(Path(self._filename), int(width), int(height), is_color)
+        self._direct = {
+            "writer": writer,
+            "shape": (int(height), int(width)),
+            "is_color": bool(is_color),
+            "frames": [],
+            "t0": time.perf_counter(),
+            "count": 0,
+            "lock": threading.Lock(),
+        }
+        self._pipeline.start()
+        self._pipeline.call(
+            "open_direct_journal", {"fps": self._fps, "codec": self.fourcc}
+        )
+
+    def add_frame(self, frame: np.ndarray) -> None:
+        """Queue one frame (stamped now, ms since :meth:`begin`); never blocks on IO."""
+        state = self._direct
+        if state is None:
+            raise RuntimeError("CV2Writer.add_frame called before begin()")
+        if tuple(frame.shape[:2]) != state["shape"]:
+            raise ValueError(
+                f"frame shape {frame.shape[:2]} does not match the video's "
+                f"{state['shape']} given to begin()"
+            )
+        with state["lock"]:
+            entry = {
+                "index": state["count"],
+                "runner_time_ms": (time.perf_counter() - state["t0"]) * 1000.0,
+                "time_utc": utc_now_iso(),
+            }
+            state["count"] += 1
+        if frame.base is not None or not frame.flags.c_contiguous:
+            frame = frame.copy()
+        self._pipeline.put_frame(frame, entry, nbytes=frame.nbytes)
+
+    def finish(self, extra_metadata: dict[str, Any] | None = None) -> Path:
+        """Drain, close the video and write ``{"frame_metadatas": [...], **extra}``."""
+        if self._direct is None:
+            raise RuntimeError("CV2Writer.finish called before begin()")
+        try:
+            self._pipeline.call("finish_direct", dict(extra_metadata or {}))
+        finally:
+            self._pipeline.stop()
+            self._direct = None
+        self.raise_if_failed()
+        return self.sidecar_path
+
+    # ------------------------------------------------------------ writer thread
+    def _handle(self, kind: str, args: tuple[Any, ...]) -> None:
+        if kind == "frame" and self._direct is not None:
+            frame, entry = args
+            state = self._direct
+            state["writer"].write(self._to_video_frame(frame, state["is_color"]))
+            state["frames"].append(entry)
+            self._frames_by_position["frame_metadatas"] = len(state["frames"])
+            if self._journal is not None:
+                self._journal.append(entry)
+        elif kind == "open_direct_journal":
+            self._open_journal("direct", args[0])
+        elif kind == "finish_direct":
+            self._finish_direct(args[0])
+        else:
+            super()._handle(kind, args)
+
+    def _finish_direct(self, extra: dict[str, Any]) -> None:
+        state = self._direct
+        assert state is not None
+        state["writer"].release()
+        payload: dict[str, Any] = {"frame_metadatas": state["frames"]}
+        payload.update({"codec": self.fourcc, "fps": self._fps})
+        payload.update(extra)
+        self._write_sidecar(payload)
+
+    # ------------------------------------------------------------ helpers
+    def _position_path(self, position_key: str) -> Path:
+        if (seq := self.current_sequence) and seq.sizes.get("p", 1) > 1:
+            return with_name_suffix(self._filename, f"_{position_key}")
+        return Path(self._filename)
+
+    def _open_video(self, path: Path, width: int, height: int, is_color: bool) -> Any:
+        import cv2
+
+        check_new_file(path)
+        with quiet_opencv():
+            writer = cv2.VideoWriter(
+                os.fspath(path),
+                cv2.VideoWriter.fourcc(*self.fourcc),
+                self._fps,
+                (width, height),
+                isColor=is_color,
+            )
+        if not writer.isOpened():
+            raise RecordingError(
+                f"OpenCV could not open {path.name} for writing "
+                f"(fourcc={self.fourcc}, fps={self._fps}, size={width}x{height})"
+            )
+        return writer
+
+    def _to_video_frame(self, frame: np.ndarray, is_color: bool) -> np.ndarray:
+        import cv2
+
+        out = self.contrast.to_uint8(frame)
+        if is_color and out.ndim == 2:
+            out = cv2.cvtColor(out, cv2.COLOR_GRAY2BGR)
+        elif not is_color and out.ndim == 3:
+            out = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY)
+        return out
+
+    def _created_files(self) -> Iterator[Path]:
+        if self.current_sequence and self.current_sequence.sizes.get("p", 1) > 1:
+            for key in self._frames_by_position:
+                yield self._position_path(key)
+        else:
+            yield Path(self._filename)
+
+
+def _count_video_frames(path: Path) -> int | None:
+    """Frame count from the container header (None if OpenCV cannot tell)."""
+    import cv2
+
+    with quiet_opencv():
+        cap = cv2.VideoCapture(os.fspath(path))
+        try:
+            if not cap.isOpened():
+                return 0
+            n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        finally:
+            cap.release()
+    return n if n >= 0 else None
