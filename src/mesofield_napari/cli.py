@@ -1,0 +1,223 @@
+"""The ``mesofield-napari`` command.
+
+Sub-commands: ``record`` (headless recording on the simulated camera or a
+Micro-Manager configuration) and ``recover`` (rebuild a crashed run's sidecar).
+Bad arguments and failures give a one-line error and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+EXIT_USAGE = 2
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW like 512x512, got {text!r}") from None
+    if h < 8 or w < 8 or h > 8192 or w > 8192:
+        raise argparse.ArgumentTypeError(f"frame size must be within 8..8192, got {text!r}")
+    return h, w
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="mesofield-napari",
+        description="Record, recover and inspect mesofield recordings.",
+    )
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    rec = sub.add_parser("record", help="record a time-lapse headless")
+    rec.add_argument("--out", required=True, type=Path, help="output folder")
+    rec.add_argument("--frames", type=_positive_int, default=100)
+    rec.add_argument("--writer", choices=("tiff", "mp4", "both"), default="tiff")
+    rec.add_argument("--size", type=_size, default=(512, 512), metavar="HxW",
+                     help="simulated camera frame size (default 512x512)")
+    rec.add_argument("--exposure", type=_non_negative_float, default=10.0, metavar="MS")
+    rec.add_argument("--interval", type=_non_negative_float, default=0.0, metavar="S",
+                     help="time-lapse interval in seconds (0: as fast as possible)")
+    rec.add_argument("--config", type=Path, metavar="MMCONFIG.cfg",
+                     help="Micro-Manager configuration (default: simulated camera)")
+    rec.add_argument("--camera-name", default="meso",
+                     help="camera suffix of the file names (default: meso)")
+    rec.add_argument("--fps", type=float, help="MP4 frame rate (default: from exposure)")
+    rec.add_argument("--fourcc", help="MP4 codec (default: $MESOFIELD_FOURCC or H264)")
+    rec.add_argument("--contrast", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                     help="MP4 contrast limits (default: the camera's bit depth)")
+    rec.add_argument("--max-queue-mb", type=_positive_int, default=512,
+                     help="memory budget for frames waiting for the disk")
+    rec.add_argument("--json", action="store_true", help="print one JSON object")
+
+    recv = sub.add_parser("recover", help="rebuild the sidecar of a crashed recording")
+    recv.add_argument("path", type=Path, help="data file, its journal or its sidecar")
+    recv.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_output()
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return {"record": _cmd_record, "recover": _cmd_recover}[args.command](args)
+    except CLIError as exc:
+        print(f"mesofield-napari {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _configure_output() -> None:
+    """Warnings and log records as single lines; library chatter below WARNING hidden."""
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+
+    def one_line(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+        print(f"warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = one_line  # type: ignore[assignment]
+
+
+# ---------------------------------------------------------------- record
+def _prepare_out_dir(out: Path) -> Path:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise CLIError(f"output folder is not writable: {out}")
+    return out
+
+
+def _make_core(args: argparse.Namespace) -> Any:
+    if args.config is not None:
+        if not args.config.is_file():
+            raise CLIError(f"Micro-Manager configuration not found: {args.config}")
+        from pymmcore_plus import CMMCorePlus
+
+        core = CMMCorePlus()
+        try:
+            core.loadSystemConfiguration(str(args.config))
+        except Exception as exc:
+            raise CLIError(f"cannot load {args.config}: {exc}") from exc
+        core.setExposure(args.exposure)
+        return core
+    from .sim import create_sim_core
+
+    return create_sim_core(args.size, exposure_ms=args.exposure)
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    from .acquire import record, timelapse
+    from .data import CustomWriter, CV2Writer
+    from .data.paths import unique_path
+    from .sim import sim_camera
+
+    out = _prepare_out_dir(args.out)
+    core = _make_core(args)
+    stamp = time.strftime("%Y%m%d_%H%M%S")
+    base = f"{stamp}_{args.camera_name}"
+    queue = args.max_queue_mb * 2**20
+    writers: list[Any] = []
+    try:
+        if args.writer in ("tiff", "both"):
+            writers.append(
+                CustomWriter(unique_path(out / f"{base}.ome.tiff"), max_queue_bytes=queue)
+            )
+        if args.writer in ("mp4", "both"):
+            cam = sim_camera(core)
+            fps = args.fps or (1000.0 / args.exposure if args.exposure > 0 else 30.0)
+            writers.append(
+                CV2Writer(
+                    unique_path(out / f"{base}.mp4"),
+                    fps=fps,
+                    fourcc=args.fourcc,
+                    contrast_limits=tuple(args.contrast) if args.contrast else None,
+                    bit_depth=cam.bit_depth if cam is not None else None,
+                    max_queue_bytes=queue,
+                )
+            )
+    except (OSError, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
+
+    result = record(core, writers, timelapse(args.frames, args.interval))
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        for f in result.files:
+            extra = f" ({f['codec']})" if "codec" in f else ""
+            print(f"{f['kind']:>4}: {f['path']}  {f['frames']} frames{extra}")
+            if f["sidecar"]:
+                print(f"      sidecar: {f['sidecar']}")
+        print(f"recorded in {result.elapsed_s:.1f} s")
+    if not result.ok:
+        for err in result.errors:
+            print(f"mesofield-napari record: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+# ---------------------------------------------------------------- recover
+def _cmd_recover(args: argparse.Namespace) -> int:
+    from .data import recover
+
+    try:
+        report = recover(args.path)
+    except (OSError, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(f"{report.data_path}: {report.message}")
+        print(f"frames written: {report.frames}  sidecar: {report.sidecar}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
