@@ -9,17 +9,16 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import useq
 
 from .data import CustomWriter, CV2Writer, RecordingError
+from .data.manager import describe_writer
 
 if TYPE_CHECKING:
     from pymmcore_plus import CMMCorePlus
 
-WriterKind = Literal["tiff", "mp4", "both"]
 Writer = CustomWriter | CV2Writer
 
 
@@ -51,35 +50,6 @@ def timelapse(frames: int, interval_s: float = 0.0) -> useq.MDASequence:
     if frames < 1:
         raise ValueError(f"frames must be at least 1, got {frames}")
     return useq.MDASequence(time_plan={"interval": interval_s, "loops": frames})
-
-
-def describe_writer(writer: Writer) -> list[dict[str, Any]]:
-    """One entry per data file the writer produced."""
-    kind = "mp4" if isinstance(writer, CV2Writer) else "tiff"
-    per_position = writer.frames_written
-    entries = []
-    for path in writer.files:
-        key = next((k for k in per_position if path.name.endswith(f"_{k}{_ext(path)}")), None)
-        frames = per_position.get(key, 0) if key else sum(per_position.values())
-        entry: dict[str, Any] = {
-            "path": str(path),
-            "kind": kind,
-            "frames": frames,
-            "sidecar": str(writer.sidecar_path) if writer.sidecar_path.exists() else None,
-        }
-        if isinstance(writer, CV2Writer):
-            entry["codec"] = writer.fourcc
-            entry["fps"] = writer.fps
-        entry["backpressure_events"] = writer.stats.backpressure_events
-        entry["frames_lost"] = writer.stats.frames_lost
-        entries.append(entry)
-    return entries
-
-
-def _ext(path: Path) -> str:
-    from .data.paths import split_extension
-
-    return split_extension(path)[1]
 
 
 def record(

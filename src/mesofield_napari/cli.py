@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import sys
-import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,9 +33,13 @@ def _size(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW like 512x512, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected HxW like 512x512, got {text!r}"
+        ) from None
     if h < 8 or w < 8 or h > 8192 or w > 8192:
-        raise argparse.ArgumentTypeError(f"frame size must be within 8..8192, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"frame size must be within 8..8192, got {text!r}"
+        )
     return h, w
 
 
@@ -44,7 +47,9 @@ def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number, got {text!r}"
+        ) from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
@@ -68,29 +73,71 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     rec = sub.add_parser("record", help="record a time-lapse headless")
-    rec.add_argument("--out", required=True, type=Path, help="output folder")
+    rec.add_argument("--out", required=True, type=Path, help="output root folder")
+    rec.add_argument("--subject", default="sim", help="subject label (default: sim)")
+    rec.add_argument("--session", default="1", help="session (numbers pad to 01)")
+    rec.add_argument("--task", default="rec", help="task label (default: rec)")
+    rec.add_argument("--experimenter", default="", help="stored in the configuration")
+    rec.add_argument(
+        "--note",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="add a note (repeatable)",
+    )
     rec.add_argument("--frames", type=_positive_int, default=100)
     rec.add_argument("--writer", choices=("tiff", "mp4", "both"), default="tiff")
-    rec.add_argument("--size", type=_size, default=(512, 512), metavar="HxW",
-                     help="simulated camera frame size (default 512x512)")
+    rec.add_argument(
+        "--size",
+        type=_size,
+        default=(512, 512),
+        metavar="HxW",
+        help="simulated camera frame size (default 512x512)",
+    )
     rec.add_argument("--exposure", type=_non_negative_float, default=10.0, metavar="MS")
-    rec.add_argument("--interval", type=_non_negative_float, default=0.0, metavar="S",
-                     help="time-lapse interval in seconds (0: as fast as possible)")
-    rec.add_argument("--config", type=Path, metavar="MMCONFIG.cfg",
-                     help="Micro-Manager configuration (default: simulated camera)")
-    rec.add_argument("--camera-name", default="meso",
-                     help="camera suffix of the file names (default: meso)")
-    rec.add_argument("--fps", type=float, help="MP4 frame rate (default: from exposure)")
+    rec.add_argument(
+        "--interval",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="S",
+        help="time-lapse interval in seconds (0: as fast as possible)",
+    )
+    rec.add_argument(
+        "--config",
+        type=Path,
+        metavar="MMCONFIG.cfg",
+        help="Micro-Manager configuration (default: simulated camera)",
+    )
+    rec.add_argument(
+        "--camera-name",
+        default="meso",
+        help="camera suffix of the file names (default: meso)",
+    )
+    rec.add_argument(
+        "--fps", type=float, help="MP4 frame rate (default: from exposure)"
+    )
     rec.add_argument("--fourcc", help="MP4 codec (default: $MESOFIELD_FOURCC or H264)")
-    rec.add_argument("--contrast", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                     help="MP4 contrast limits (default: the camera's bit depth)")
-    rec.add_argument("--max-queue-mb", type=_positive_int, default=512,
-                     help="memory budget for frames waiting for the disk")
+    rec.add_argument(
+        "--contrast",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="MP4 contrast limits (default: the camera's bit depth)",
+    )
+    rec.add_argument(
+        "--max-queue-mb",
+        type=_positive_int,
+        default=512,
+        help="memory budget for frames waiting for the disk",
+    )
     rec.add_argument("--json", action="store_true", help="print one JSON object")
 
     recv = sub.add_parser("recover", help="rebuild the sidecar of a crashed recording")
     recv.add_argument("path", type=Path, help="data file, its journal or its sidecar")
     recv.add_argument("--json", action="store_true")
+    ins = sub.add_parser("inspect", help="summarise a run folder or one recording")
+    ins.add_argument("path", type=Path, help="run folder, data file or sidecar")
+    ins.add_argument("--json", action="store_true")
     return parser
 
 
@@ -102,7 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return {"record": _cmd_record, "recover": _cmd_recover}[args.command](args)
+        return {
+            "record": _cmd_record,
+            "recover": _cmd_recover,
+            "inspect": _cmd_inspect,
+        }[args.command](args)
     except CLIError as exc:
         print(f"mesofield-napari {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -118,7 +169,9 @@ def _configure_output() -> None:
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     logging.getLogger().addHandler(handler)
 
-    def one_line(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    def one_line(
+        message: Warning | str, category: type[Warning], *_: Any, **__: Any
+    ) -> None:
         print(f"warning: {message}", file=sys.stderr)
 
     warnings.showwarning = one_line  # type: ignore[assignment]
@@ -129,7 +182,9 @@ def _prepare_out_dir(out: Path) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CLIError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
+        raise CLIError(
+            f"cannot create output folder {out}: {exc.strerror or exc}"
+        ) from exc
     if not os.access(out, os.W_OK | os.X_OK):
         raise CLIError(f"output folder is not writable: {out}")
     return out
@@ -155,49 +210,82 @@ def _make_core(args: argparse.Namespace) -> Any:
 
 def _cmd_record(args: argparse.Namespace) -> int:
     from .acquire import record, timelapse
-    from .data import CustomWriter, CV2Writer
-    from .data.paths import unique_path
+    from .data.manager import RunManager
     from .sim import sim_camera
 
     out = _prepare_out_dir(args.out)
-    core = _make_core(args)
-    stamp = time.strftime("%Y%m%d_%H%M%S")
-    base = f"{stamp}_{args.camera_name}"
-    queue = args.max_queue_mb * 2**20
-    writers: list[Any] = []
+    params = {
+        "experimenter": args.experimenter,
+        "frames": args.frames,
+        "exposure_ms": args.exposure,
+        "interval_s": args.interval,
+        "writer": args.writer,
+        "camera": args.camera_name,
+        "config": str(args.config) if args.config else "simulated camera",
+    }
     try:
+        run = RunManager(out, args.subject, args.session, args.task, params)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    core = _make_core(args)
+    queue = args.max_queue_mb * 2**20
+    try:
+        run.start()
+    except OSError as exc:
+        raise CLIError(str(exc)) from exc
+    try:
+        for note in args.note:
+            run.add_note(note)
+        writers: list[Any] = []
         if args.writer in ("tiff", "both"):
             writers.append(
-                CustomWriter(unique_path(out / f"{base}.ome.tiff"), max_queue_bytes=queue)
+                run.writer_for(args.camera_name, "tiff", max_queue_bytes=queue)
             )
         if args.writer in ("mp4", "both"):
             cam = sim_camera(core)
-            fps = args.fps or (1000.0 / args.exposure if args.exposure > 0 else 30.0)
+            exposure = args.exposure
             writers.append(
-                CV2Writer(
-                    unique_path(out / f"{base}.mp4"),
-                    fps=fps,
+                run.writer_for(
+                    args.camera_name,
+                    "mp4",
+                    fps=args.fps or (1000.0 / exposure if exposure > 0 else 30.0),
                     fourcc=args.fourcc,
                     contrast_limits=tuple(args.contrast) if args.contrast else None,
                     bit_depth=cam.bit_depth if cam is not None else None,
                     max_queue_bytes=queue,
                 )
             )
-    except (OSError, ValueError) as exc:
-        raise CLIError(str(exc)) from exc
+        result = record(core, writers, timelapse(args.frames, args.interval))
+    except BaseException as exc:
+        run.stop(error=exc, raise_errors=False)  # finalize whatever was written
+        if isinstance(exc, (OSError, ValueError)):
+            raise CLIError(str(exc)) from exc
+        raise
+    run.stop(raise_errors=False)  # failures are in run.errors and the manifest
 
-    result = record(core, writers, timelapse(args.frames, args.interval))
+    payload = {
+        **result.as_dict(),
+        "ok": result.ok and not run.errors,
+        "errors": sorted(set(result.errors) | set(run.errors)),
+        "run_dir": str(run.run_dir),
+        "notes": str(run.notes_path),
+        "timestamps": str(run.timestamps_path),
+        "configuration": str(run.configuration_path),
+        "manifest": str(run.manifest_path),
+        "dataqueue": str(run.dataqueue_path),
+    }
     if args.json:
-        print(json.dumps(result.as_dict(), indent=2))
+        print(json.dumps(payload, indent=2))
     else:
+        print(f"run folder: {run.run_dir}")
         for f in result.files:
             extra = f" ({f['codec']})" if "codec" in f else ""
-            print(f"{f['kind']:>4}: {f['path']}  {f['frames']} frames{extra}")
-            if f["sidecar"]:
-                print(f"      sidecar: {f['sidecar']}")
-        print(f"recorded in {result.elapsed_s:.1f} s")
-    if not result.ok:
-        for err in result.errors:
+            rel = os.path.relpath(f["path"], run.run_dir)
+            print(f"  {f['kind']:>4}: {rel}  {f['frames']} frames{extra}")
+        print(f"  manifest: {run.manifest_path.name}")
+        print(f"recorded {args.frames} frames in {result.elapsed_s:.1f} s")
+    if not payload["ok"]:
+        for err in payload["errors"]:
             print(f"mesofield-napari record: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     return 0
@@ -216,6 +304,40 @@ def _cmd_recover(args: argparse.Namespace) -> int:
     else:
         print(f"{report.data_path}: {report.message}")
         print(f"frames written: {report.frames}  sidecar: {report.sidecar}")
+    return 0
+
+
+# ---------------------------------------------------------------- inspect
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .data.summary import summarize_recording, summarize_run
+
+    if not args.path.exists():
+        raise CLIError(f"no such file or folder: {args.path}")
+    if args.path.is_dir():
+        summary = summarize_run(args.path)
+        if not summary["recordings"]:
+            raise CLIError(f"no recordings found in {args.path}")
+        # a single-recording view of the run's main numbers for scripts
+        first = summary["recordings"][0]
+        summary.update({k: first[k] for k in ("shape", "dtype", "duration_s", "fps")})
+        summary["dropped_frames"] = sum(
+            r["dropped_frames"] for r in summary["recordings"]
+        )
+        summary["sidecar"] = first["sidecar"]
+    else:
+        summary = summarize_recording(args.path)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    for rec in summary.get("recordings", [summary]):
+        print(rec["path"])
+        print(
+            f"  frames {rec['frames']}  shape {rec['shape']}  {rec['dtype']}  "
+            f"{rec['duration_s']:.2f} s  fps {rec['fps']}  dropped {rec['dropped_frames']}"
+        )
+        print(f"  sidecar: {rec['sidecar']}  complete: {rec['complete']}")
+    for note in summary.get("notes", []):
+        print(f"  note: {note}")
     return 0
 
 

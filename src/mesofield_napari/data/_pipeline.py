@@ -139,8 +139,10 @@ class FramePipeline:
             raise RuntimeError(f"{self.name}: writer thread is not running")
         stats = self.stats
         with self._cond:
-            if item.nbytes and stats.queued_bytes and (
-                stats.queued_bytes + item.nbytes > stats.max_queue_bytes
+            if (
+                item.nbytes
+                and stats.queued_bytes
+                and (stats.queued_bytes + item.nbytes > stats.max_queue_bytes)
             ):
                 stats.backpressure_events += 1
                 t0 = time.perf_counter()

@@ -25,7 +25,13 @@ from ._pipeline import (
 )
 from .errors import RecordingError
 from .journal import FrameJournal, Mode
-from .sidecar import journal_path, sidecar_path, to_jsonable, write_json_atomic
+from .sidecar import (
+    journal_path,
+    sidecar_path,
+    to_jsonable,
+    utc_now_iso,
+    write_json_atomic,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,6 +61,8 @@ class QueuedWriterMixin:
         self._journal: FrameJournal | None = None
         self._io_lock = threading.Lock()  # guards file handles vs. the flusher thread
         self._frames_by_position: dict[str, int] = {}
+        self.started_at: str | None = None  # UTC ISO-8601, first sequence/begin
+        self.stopped_at: str | None = None
         self._pipeline = FramePipeline(
             Path(self._filename).name,
             self._handle,
@@ -103,6 +111,7 @@ class QueuedWriterMixin:
     def sequenceStarted(self, seq: useq.MDASequence, meta: Any = _NULL) -> None:
         super().sequenceStarted(seq, meta)  # type: ignore[misc]
         self._frames_by_position = {}
+        self.started_at, self.stopped_at = utc_now_iso(), None
         self._pipeline.start()
         self._pipeline.put_command("open_journal", "mda")
 
@@ -119,6 +128,7 @@ class QueuedWriterMixin:
             return
         self._pipeline.put_command("finish", seq)
         self._pipeline.stop()
+        self.stopped_at = utc_now_iso()
         if self.error is not None:
             logger.error("%s", self.error)
 

@@ -154,7 +154,9 @@ class ContrastMapping:
         if self.limits is not None:
             lo, hi = (float(v) for v in self.limits)
             if not hi > lo:
-                raise ValueError(f"contrast limits must satisfy low < high: {self.limits}")
+                raise ValueError(
+                    f"contrast limits must satisfy low < high: {self.limits}"
+                )
             self.limits = (lo, hi)
         if self.bit_depth is not None and not 1 <= int(self.bit_depth) <= 32:
             raise ValueError(f"bit depth must be within 1..32, got {self.bit_depth}")

@@ -215,8 +215,7 @@ def recover(path: str | os.PathLike[str]) -> RecoveryReport:
     jpath.unlink()
     report.frames_by_position = _count_frames(payload)
     report.recovered = True
-    report.message = (
-        f"recovered {report.frames} frame(s) from the journal"
-        + (f"; ignored {report.bad_lines} unreadable line(s)" if report.bad_lines else "")
+    report.message = f"recovered {report.frames} frame(s) from the journal" + (
+        f"; ignored {report.bad_lines} unreadable line(s)" if report.bad_lines else ""
     )
     return report

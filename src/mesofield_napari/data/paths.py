@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 # longest first, so ".ome.tiff" wins over ".tiff"
@@ -26,15 +27,21 @@ def with_name_suffix(path: str | os.PathLike[str], suffix: str) -> Path:
     return Path(f"{stem}{suffix}{ext}")
 
 
-def unique_path(path: str | os.PathLike[str]) -> Path:
+def unique_path(path: str | os.PathLike[str], reserved: Collection[Path] = ()) -> Path:
     """``path`` if free, else ``<stem>_1<ext>``, ``<stem>_2<ext>``...; never overwrites.
 
-    A name also counts as taken when its sidecar or journal exists.
+    A name also counts as taken when its sidecar or journal exists, or when it is in
+    ``reserved`` (handed out but not created yet).
     """
     from .sidecar import journal_path, sidecar_path
 
     def taken(p: Path) -> bool:
-        return p.exists() or sidecar_path(p).exists() or journal_path(p).exists()
+        return (
+            p in reserved
+            or p.exists()
+            or sidecar_path(p).exists()
+            or journal_path(p).exists()
+        )
 
     candidate = Path(path)
     n = 0

@@ -75,7 +75,9 @@ def to_jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def write_json_atomic(path: str | os.PathLike[str], payload: Any, indent: int = 2) -> Path:
+def write_json_atomic(
+    path: str | os.PathLike[str], payload: Any, indent: int = 2
+) -> Path:
     """Write JSON to a temp file in the same folder, fsync it, then rename it in place.
 
     A reader (or a crash) never sees a half-written sidecar: either the old state or

@@ -114,7 +114,9 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
             if depth and depth < 16:
                 self.contrast.bit_depth = depth
 
-    def new_array(self, position_key: str, dtype: np.dtype, sizes: dict[str, int]) -> Any:
+    def new_array(
+        self, position_key: str, dtype: np.dtype, sizes: dict[str, int]
+    ) -> Any:
         """Open the ``cv2.VideoWriter`` for one position."""
         path = self._position_path(position_key)
         writer = self._open_video(path, sizes["x"], sizes["y"], is_color=False)
@@ -152,7 +154,9 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
             raise RuntimeError("CV2Writer is already recording")
         if int(width) <= 0 or int(height) <= 0:
             raise ValueError(f"invalid frame size {width}x{height}")
-        writer = self._open_video(Path(self._filename), int(width), int(height), is_color)
+        writer = self._open_video(
+            Path(self._filename), int(width), int(height), is_color
+        )
         self._direct = {
             "writer": writer,
             "shape": (int(height), int(width)),
@@ -162,6 +166,7 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
             "count": 0,
             "lock": threading.Lock(),
         }
+        self.started_at, self.stopped_at = utc_now_iso(), None
         self._pipeline.start()
         self._pipeline.call(
             "open_direct_journal", {"fps": self._fps, "codec": self.fourcc}
@@ -197,6 +202,7 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
         finally:
             self._pipeline.stop()
             self._direct = None
+            self.stopped_at = utc_now_iso()
         self.raise_if_failed()
         return self.sidecar_path
 
