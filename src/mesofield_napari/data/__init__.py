@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .errors import RecordingError
 from .journal import RecoveryReport, recover
+from .recording import Recording, open_recording, open_run
 from .sidecar import JOURNAL_SUFFIX, SIDECAR_SUFFIX, journal_path, sidecar_path
 from .video import CV2Writer
 from .writer import CustomWriter, WriterStats
@@ -13,10 +14,13 @@ __all__ = [
     "SIDECAR_SUFFIX",
     "CV2Writer",
     "CustomWriter",
+    "Recording",
     "RecordingError",
     "RecoveryReport",
     "WriterStats",
     "journal_path",
+    "open_recording",
+    "open_run",
     "recover",
     "sidecar_path",
 ]

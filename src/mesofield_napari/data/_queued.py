@@ -25,6 +25,7 @@ from ._pipeline import (
 )
 from .errors import RecordingError
 from .journal import FrameJournal, Mode
+from .paths import with_name_suffix
 from .sidecar import (
     journal_path,
     sidecar_path,
@@ -199,11 +200,31 @@ class QueuedWriterMixin:
     def _flush_data(self) -> None:
         """Subclasses: fsync their data files (called with ``_io_lock`` held)."""
 
-    def _created_files(self) -> Iterator[Path]:  # pragma: no cover - overridden
-        yield Path(self._filename)
+    def _position_path(self, position_key: str) -> Path:
+        """``<stem>_<poskey><ext>`` for multi-position sequences, as upstream does."""
+        if (seq := self.current_sequence) and seq.sizes.get("p", 1) > 1:
+            return with_name_suffix(self._filename, f"_{position_key}")
+        return Path(self._filename)
+
+    def _created_files(self) -> Iterator[Path]:
+        if self.current_sequence and self.current_sequence.sizes.get("p", 1) > 1:
+            for key in self._frames_by_position:
+                yield self._position_path(key)
+        else:
+            yield Path(self._filename)
 
     def _write_sidecar(self, payload: dict[str, Any]) -> None:
-        """Atomically write the legacy JSON, then drop the journal (never before)."""
+        """Atomically write the legacy JSON, then drop the journal (never before).
+
+        A writer that failed before writing any frame leaves no sidecar at all, so the
+        name stays free for a retry and nothing claims to be a (0-frame) recording.
+        """
+        if self.error is not None and not self._frames_by_position:
+            with self._io_lock:
+                if self._journal is not None:
+                    self._journal.close(remove=True)
+                    self._journal = None
+            return
         try:
             write_json_atomic(self.sidecar_path, payload)
         except OSError as exc:

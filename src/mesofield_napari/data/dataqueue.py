@@ -13,7 +13,7 @@ import csv
 import json
 import os
 import queue
-import tempfile
+import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -112,7 +112,10 @@ class DataQueue:
                 keys.extend(k for k in map(str, pkt.payload) if k not in keys)
         if not keys:
             return  # the streamed file already has the final layout
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+        # not tempfile.mkstemp: its 0600 mode would make the log unreadable to other
+        # users; O_EXCL + 0666 honours the umask like every other run file
+        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(6)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
                 w = csv.writer(fh)
@@ -138,4 +141,6 @@ class DataQueue:
 
 
 def _cell(value: Any) -> Any:
+    if isinstance(value, (dict, list)):  # JSON, as streamed (not Python's repr)
+        return json.dumps(value, default=str)
     return "" if value is None else value

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .errors import RecordingError
 from .sidecar import (
     JOURNAL_SUFFIX,
     SIDECAR_SUFFIX,
@@ -66,8 +67,13 @@ class FrameJournal:
         self.lines += 1
 
     def _write(self, obj: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(obj, separators=(",", ":")) + "\n")
-        self._fh.flush()  # into the OS page cache: survives a killed process
+        try:
+            self._fh.write(json.dumps(obj, separators=(",", ":")) + "\n")
+            self._fh.flush()  # into the OS page cache: survives a killed process
+        except OSError as exc:  # e.g. disk full: say which file, as RecordingError
+            raise RecordingError(
+                f"cannot write frame journal {self.path.name}: {exc.strerror or exc}"
+            ) from exc
 
     def sync(self) -> None:
         """Make the journal durable against an OS crash (called on the flush timer)."""
@@ -209,7 +215,11 @@ def recover(path: str | os.PathLike[str]) -> RecoveryReport:
         return report
 
     mode: Mode = "direct" if contents.header.get("mode") == "direct" else "mda"
-    extra = {"recovered_from_journal": True} if mode == "direct" else None
+    extra = None
+    if mode == "direct":  # keep what the header journaled (codec, fps) as finish() does
+        own = {"format", "version", "mode", "data_file", "started"}
+        extra = {k: v for k, v in contents.header.items() if k not in own}
+        extra["recovered_from_journal"] = True
     payload = legacy_payload(mode, contents.entries, extra)
     write_json_atomic(spath, payload)
     jpath.unlink()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,9 @@ def data_path_for(metadata_path: str | os.PathLike[str]) -> Path:
 
 def utc_now_iso() -> str:
     """ISO-8601 timestamp with an explicit UTC offset (never naive)."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+    # fixed width: isoformat() drops ".ffffff" on a whole second, and pandas then
+    # refuses the column (it infers one format from the first value)
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -84,7 +86,10 @@ def write_json_atomic(
     the complete new file.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # not tempfile.mkstemp: its files are mode 0600, which would make the sidecar
+    # unreadable to other users (analysis accounts); O_EXCL + 0666 honours the umask
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(payload, fh, indent=indent, allow_nan=True)

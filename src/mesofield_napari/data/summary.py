@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .journal import legacy_payload, read_journal
 from .paths import split_extension
-from .sidecar import JOURNAL_SUFFIX, SIDECAR_SUFFIX, journal_path, sidecar_path
+from .sidecar import JOURNAL_SUFFIX, SIDECAR_SUFFIX
 
 DATA_EXTENSIONS = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf", ".mp4", ".avi")
 DROP_FACTOR = 1.5  # an interval this much above the median counts as dropped frames
@@ -23,24 +22,10 @@ DROP_FACTOR = 1.5  # an interval this much above the median counts as dropped fr
 
 def load_frame_metadata(data: Path) -> tuple[dict[str, Any], str]:
     """The legacy sidecar payload and its state: final / journal / corrupt / missing."""
-    spath, jpath = sidecar_path(data), journal_path(data)
-    if spath.exists():
-        try:
-            payload = json.loads(spath.read_text(encoding="utf-8"))
-            if isinstance(payload, dict):
-                return payload, "final"
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            pass
-        if not jpath.exists():
-            return {}, "corrupt"
-    if jpath.exists():
-        try:
-            contents = read_journal(jpath)
-        except (OSError, ValueError):
-            return {}, "corrupt"
-        mode = "direct" if contents.header.get("mode") == "direct" else "mda"
-        return legacy_payload(mode, contents.entries), "journal"
-    return {}, "missing"
+    from .recording import load_metadata
+
+    payload, state, _ = load_metadata(data)
+    return payload, state
 
 
 def frame_entries(payload: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -64,7 +49,7 @@ def frame_times_s(entries: list[dict[str, Any]]) -> np.ndarray:
             t = (e.get("camera_metadata") or {}).get("ElapsedTime-ms")
         try:
             times.append(float(t))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             times.append(np.nan)
     arr = np.asarray(times, dtype=float) / 1000.0
     return arr - arr[0] if arr.size and np.isfinite(arr[0]) else arr
@@ -77,7 +62,7 @@ def dropped_frames(entries: list[dict[str, Any]], times_s: np.ndarray) -> int:
         n = (e.get("camera_metadata") or {}).get("ImageNumber")
         try:
             numbers.append(int(n))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             numbers = []
             break
     if len(numbers) > 1:

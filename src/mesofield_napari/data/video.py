@@ -12,7 +12,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +29,7 @@ from .codecs import (
     video_extension,
 )
 from .errors import RecordingError
-from .paths import check_new_file, with_name_suffix
+from .paths import check_new_file
 from .sidecar import journal_path, sidecar_path, utc_now_iso
 
 if TYPE_CHECKING:
@@ -233,11 +232,6 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
         self._write_sidecar(payload)
 
     # ------------------------------------------------------------ helpers
-    def _position_path(self, position_key: str) -> Path:
-        if (seq := self.current_sequence) and seq.sizes.get("p", 1) > 1:
-            return with_name_suffix(self._filename, f"_{position_key}")
-        return Path(self._filename)
-
     def _open_video(self, path: Path, width: int, height: int, is_color: bool) -> Any:
         import cv2
 
@@ -266,13 +260,6 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
         elif not is_color and out.ndim == 3:
             out = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY)
         return out
-
-    def _created_files(self) -> Iterator[Path]:
-        if self.current_sequence and self.current_sequence.sizes.get("p", 1) > 1:
-            for key in self._frames_by_position:
-                yield self._position_path(key)
-        else:
-            yield Path(self._filename)
 
 
 def _count_video_frames(path: Path) -> int | None:

@@ -20,7 +20,6 @@ import errno
 import logging
 import os
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from ._pipeline import DEFAULT_FLUSH_INTERVAL_S, DEFAULT_MAX_QUEUE_BYTES, Writer
 from ._queued import QueuedWriterMixin
 from ._upstream import OMETiffWriter
 from .errors import RecordingError
-from .paths import check_new_file, with_name_suffix
+from .paths import check_new_file
 from .sidecar import journal_path, sidecar_path
 
 logger = logging.getLogger(__name__)
@@ -112,6 +111,9 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
                 shape=shape,
                 dtype=dtype,
                 bigtiff=True,
+                # mono frames: without this, a leading axis of size 3/4 (3 time
+                # points, a 3-plane z-stack...) is stored as planar RGB(A)
+                photometric="minisblack",
                 metadata=metadata,
                 ome=self._is_ome,
                 imagej=False,
@@ -173,21 +175,10 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
         self._write_sidecar(dict(self.frame_metadatas))
 
     # ------------------------------------------------------------ internals
-    def _position_path(self, position_key: str) -> Path:
-        if (seq := self.current_sequence) and seq.sizes.get("p", 1) > 1:
-            return with_name_suffix(self._filename, f"_{position_key}")
-        return Path(self._filename)
 
     def _flush_data(self) -> None:
         for target in self._targets.values():
             os.fdatasync(target.fd)
-
-    def _created_files(self) -> Iterator[Path]:
-        if self.current_sequence and self.current_sequence.sizes.get("p", 1) > 1:
-            for key in self._frames_by_position:
-                yield self._position_path(key)
-        else:
-            yield Path(self._filename)
 
 
 def _gb(nbytes: int) -> str:

@@ -1,0 +1,596 @@
+"""Open a recording lazily, with its per-frame metadata (no Qt).
+
+Opening is O(1) in file size: a TIFF written by ``CustomWriter`` is contiguous and
+uncompressed, so its pixels are memory-mapped from the first page's data offset
+(``TiffFile.series`` would walk every IFD — minutes for a long run); a video is read
+chunk by chunk by seeking a ``cv2.VideoCapture``. The number of frames comes from the
+sidecar (or the journal of a crashed run), which trims the preallocated TIFF's tail of
+never-written zero frames. Bad input gives warnings (what was ignored) or a clear
+``ValueError``/``OSError`` naming the file — never a bare parser traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+import warnings as _warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from .journal import legacy_payload, read_journal
+from .paths import split_extension, with_name_suffix
+from .sidecar import JOURNAL_SUFFIX, SIDECAR_SUFFIX, journal_path, sidecar_path
+
+if TYPE_CHECKING:
+    import dask.array as da
+
+__all__ = [
+    "Recording",
+    "RecordingWarning",
+    "load_metadata",
+    "open_recording",
+    "open_run",
+]
+
+VIDEO_EXTENSIONS = (".mp4", ".avi")
+TIFF_EXTENSIONS = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf")
+DATA_EXTENSIONS = TIFF_EXTENSIONS + VIDEO_EXTENSIONS
+SidecarState = Literal["final", "journal", "corrupt", "missing"]
+_CHUNK_BYTES = 32 * 2**20  # dask chunk target: a few frames of a large camera
+
+
+class RecordingWarning(UserWarning):
+    """Something in a recording was ignored (it is also listed in ``warnings``)."""
+
+
+# ---------------------------------------------------------------- metadata
+def load_metadata(data: Path) -> tuple[dict[str, Any], SidecarState, list[str]]:
+    """The legacy payload, its state and what was ignored while reading it.
+
+    A corrupt sidecar falls back to the journal when there is one.
+    """
+    spath, jpath = sidecar_path(data), journal_path(data)
+    notes: list[str] = []
+    if spath.exists():
+        try:
+            payload = json.loads(spath.read_bytes().decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            notes.append(f"sidecar {spath.name} is not valid JSON ({_short(exc)})")
+        except OSError as exc:
+            notes.append(f"cannot read sidecar {spath.name}: {exc.strerror or exc}")
+        else:
+            if isinstance(payload, dict):
+                return payload, "final", notes
+            notes.append(f"sidecar {spath.name} does not hold a JSON object")
+        if not jpath.exists():
+            return {}, "corrupt", [*notes, "opened without frame metadata"]
+        notes.append(f"using the journal {jpath.name} instead")
+    if jpath.exists():
+        try:
+            contents = read_journal(jpath)
+        except (OSError, ValueError, RecursionError) as exc:
+            return {}, "corrupt", [*notes, f"unreadable journal: {_short(exc)}"]
+        if contents.bad_lines:
+            notes.append(
+                f"ignored {contents.bad_lines} unreadable line(s) in {jpath.name}"
+            )
+        mode = "direct" if contents.header.get("mode") == "direct" else "mda"
+        return legacy_payload(mode, contents.entries), "journal", notes
+    return {}, "missing", notes
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 120 else text[:117] + "..."
+
+
+def _entries_by_position(
+    payload: dict[str, Any], notes: list[str]
+) -> dict[str, list[dict[str, Any]]]:
+    from .summary import frame_entries
+
+    out = frame_entries(payload)
+    raw = payload.get("frame_metadatas")
+    raws = {"frame_metadatas": raw} if isinstance(raw, list) else payload
+    for key, entries in out.items():
+        bad = len(raws[key]) - len(entries)
+        if bad:
+            notes.append(f"ignored {bad} non-object frame entr(ies) under {key!r}")
+    return out
+
+
+# ---------------------------------------------------------------- pixel sources
+@dataclass
+class _Source:
+    """One data file opened lazily: how many frames it holds and how to read them."""
+
+    path: Path
+    frames: int  # complete frames in the file
+    frame_shape: tuple[int, ...]
+    dtype: np.dtype
+    to_dask: Callable[[int], da.Array]  # n frames -> lazy (n, *frame_shape)
+    codec: str | None = None
+    fps: float | None = None
+
+
+def _chunk_frames(frame_shape: tuple[int, ...], dtype: np.dtype) -> int:
+    nbytes = int(np.prod(frame_shape)) * dtype.itemsize
+    return max(1, min(256, _CHUNK_BYTES // max(nbytes, 1)))
+
+
+def _dask_name(path: Path) -> str:
+    # never let dask tokenize (hash) a memmap or a video: that reads everything
+    return f"mesofield-{path.name}-{uuid.uuid4().hex[:8]}"
+
+
+def _open_tiff(path: Path, notes: list[str]) -> _Source:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            page = tf.pages.first
+            shape, dtype = tuple(page.shape), np.dtype(page.dtype)
+            offsets, counts = page.dataoffsets, page.databytecounts
+            contiguous = (
+                page.compression == 1
+                and len(offsets) >= 1
+                and all(
+                    o == offsets[0] + sum(counts[:i]) for i, o in enumerate(offsets)
+                )
+            )
+            declared = _declared_frames(page.description)
+            second = _second_offset(tf) if contiguous and declared != 1 else None
+    except OSError:
+        raise
+    except Exception as exc:  # tifffile raises struct.error, IndexError, ...
+        raise ValueError(f"cannot read TIFF {path}: {_short(exc)}") from exc
+    frame_bytes = int(np.prod(shape)) * dtype.itemsize
+    if contiguous and second is not None and second != offsets[0] + frame_bytes:
+        contiguous = False
+    if not contiguous:
+        return _open_tiff_zarr(path, notes)
+    offset = int(offsets[0])
+    size = path.stat().st_size
+    in_file = max(0, (size - offset) // frame_bytes) if frame_bytes else 0
+    frames = in_file if declared is None else min(declared, in_file)
+    if declared is not None and in_file < declared:
+        notes.append(
+            f"{path.name} is truncated: {in_file} of {declared} frame(s) complete"
+        )
+
+    def to_dask(n: int) -> da.Array:
+        import dask.array as da
+
+        if n == 0:
+            return da.zeros((0, *shape), dtype=dtype)
+        mm = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(n, *shape))
+        chunks = (_chunk_frames(shape, dtype), *shape)
+        return da.from_array(mm, chunks=chunks, name=_dask_name(path), asarray=False)
+
+    return _Source(path, frames, shape, dtype, to_dask)
+
+
+def _declared_frames(description: str) -> int | None:
+    """Frames the file was allocated for, from the OME-XML or tifffile's JSON shape."""
+    if not description:
+        return None
+    if "<OME" in description:
+        sizes = {
+            k: int(v) for k, v in re.findall(r'\bSize([TZC])="(\d+)"', description)
+        }
+        if sizes:
+            return sizes.get("T", 1) * sizes.get("Z", 1) * sizes.get("C", 1)
+        return None
+    try:
+        meta = json.loads(description)
+        shape = [int(s) for s in meta["shape"]]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+
+
+def _second_offset(tf: Any) -> int | None:
+    """Data offset of page 2 (one extra IFD read), to confirm the layout is contiguous."""
+    try:
+        page = tf.pages[1]
+    except Exception:  # truncated file: the trailing IFDs are gone
+        return None
+    offsets = getattr(page, "dataoffsets", None)
+    return int(offsets[0]) if offsets else None
+
+
+def _open_tiff_zarr(path: Path, notes: list[str]) -> _Source:
+    """Compressed or scattered TIFFs (not ours): through tifffile's zarr store."""
+    import dask.array as da
+    import tifffile
+    import zarr
+
+    try:
+        store = tifffile.imread(path, aszarr=True)
+        arr = da.from_zarr(zarr.open(store, mode="r"))
+    except Exception as exc:
+        raise ValueError(f"cannot read TIFF {path}: {_short(exc)}") from exc
+    notes.append(f"{path.name} is not contiguous; read through zarr (slower)")
+    if arr.ndim < 3:
+        arr = arr[None]
+    arr = arr.reshape((-1, *arr.shape[-2:]))
+    return _Source(
+        path, int(arr.shape[0]), tuple(arr.shape[1:]), arr.dtype, lambda n: arr[:n]
+    )
+
+
+def _fourcc(code: float) -> str:
+    c = int(code)
+    return "".join(chr((c >> 8 * i) & 0xFF) for i in range(4)).strip("\0 ")
+
+
+class _VideoFrames:
+    """Array-like over a video: each slice opens a capture, seeks and decodes."""
+
+    def __init__(self, path: Path, n: int, shape: tuple[int, ...], gray: bool) -> None:
+        self.path, self.gray = path, gray
+        self.shape = (n, *shape)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        import cv2
+
+        key = key if isinstance(key, tuple) else (key,)
+        first = key[0] if key else slice(None)
+        if isinstance(first, (int, np.integer)):
+            first = slice(int(first), int(first) + 1)
+            squeeze = True
+        else:
+            squeeze = False
+        start, stop, step = first.indices(self.shape[0])
+        wanted = range(start, stop, step)
+        out = np.zeros((len(wanted), *self.shape[1:]), dtype=np.uint8)
+        if len(wanted):
+            cap = cv2.VideoCapture(os.fspath(self.path))
+            try:
+                cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+                pos = start
+                for i, target in enumerate(wanted):
+                    while pos <= target:
+                        ok, frame = cap.read()
+                        pos += 1
+                        if not ok:
+                            raise OSError(
+                                f"cannot decode frame {target} of {self.path.name}"
+                            )
+                    out[i] = frame[..., 0] if self.gray else frame[..., ::-1]
+            finally:
+                cap.release()
+        if squeeze:
+            out = out[0]
+        return out[key[1:]] if len(key) > 1 else out
+
+
+def _open_video(path: Path, notes: list[str]) -> _Source:
+    import cv2
+
+    from .codecs import quiet_opencv
+
+    with quiet_opencv():
+        cap = cv2.VideoCapture(os.fspath(path))
+    try:
+        if not cap.isOpened():
+            raise OSError(f"cannot open video {path} (OpenCV could not read it)")
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        fps = float(cap.get(cv2.CAP_PROP_FPS)) or None
+        codec = _fourcc(cap.get(cv2.CAP_PROP_FOURCC)) or None
+        ok, frame = cap.read()
+    finally:
+        cap.release()
+    if not ok or frame is None:
+        raise OSError(f"cannot decode video {path} (no readable frame)")
+    gray = frame.ndim == 2 or bool(np.ptp(frame.astype(np.int16), axis=-1).max() <= 2)
+    shape = tuple(frame.shape[:2]) if gray else tuple(frame.shape)
+    n = max(n, 1)
+
+    def to_dask(count: int) -> da.Array:
+        import dask.array as da
+
+        frames = _VideoFrames(path, count, shape, gray)
+        chunks = (_chunk_frames(shape, frames.dtype), *shape)
+        meta = np.empty((0,) * len(frames.shape), dtype=np.uint8)
+        return da.from_array(
+            frames, chunks=chunks, name=_dask_name(path), asarray=False, meta=meta
+        )
+
+    return _Source(path, n, shape, np.dtype(np.uint8), to_dask, codec, fps)
+
+
+def _open_source(path: Path, notes: list[str]) -> _Source:
+    if not path.exists():
+        raise FileNotFoundError(f"data file not found: {path}")
+    if path.name.lower().endswith(VIDEO_EXTENSIONS):
+        return _open_video(path, notes)
+    return _open_tiff(path, notes)
+
+
+# ---------------------------------------------------------------- Recording
+@dataclass
+class Recording:
+    """One recording (one sidecar): its positions, lazy pixels and frame metadata.
+
+    ``path`` is the data file the sidecar is named after (for a multi-position run,
+    the base name; each position's file is in ``files``).
+    """
+
+    path: Path
+    kind: Literal["tiff", "video"]
+    sidecar_state: SidecarState
+    files: dict[str, Path]
+    entries: dict[str, list[dict[str, Any]]]
+    payload: dict[str, Any] = field(repr=False, default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    _sources: dict[str, _Source] = field(repr=False, default_factory=dict)
+    _frames: dict[str, int] = field(repr=False, default_factory=dict)
+
+    # -------------------------------------------------------- per position
+    @property
+    def positions(self) -> list[str]:
+        return list(self.files)
+
+    def frames_for(self, position: str | None = None) -> int:
+        """Frames written (sidecar count, clamped to the complete frames on disk)."""
+        return self._frames[self._key(position)]
+
+    def data_for(self, position: str | None = None) -> da.Array:
+        """Lazy ``(frames, y, x[, rgb])`` dask array; nothing is read until computed."""
+        key = self._key(position)
+        return self._sources[key].to_dask(self._frames[key])
+
+    def metadata_for(self, position: str | None = None) -> list[dict[str, Any]]:
+        key = self._key(position)
+        return self.entries.get(key, [])[: self._frames[key]]
+
+    def timestamps_for(self, position: str | None = None) -> np.ndarray:
+        """Seconds from the first frame (runner_time_ms, else ElapsedTime-ms)."""
+        from .summary import frame_times_s
+
+        return frame_times_s(self.metadata_for(position))
+
+    def _key(self, position: str | None) -> str:
+        if position is None:
+            return self.positions[0]
+        if position not in self.files:
+            raise KeyError(f"{self.path.name} has no position {position!r}")
+        return position
+
+    # -------------------------------------------------------- first position
+    @property
+    def frames(self) -> int:
+        return self.frames_for()
+
+    @property
+    def data(self) -> da.Array:
+        return self.data_for()
+
+    @property
+    def metadata(self) -> list[dict[str, Any]]:
+        return self.metadata_for()
+
+    @property
+    def timestamps_s(self) -> np.ndarray:
+        return self.timestamps_for()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        src = self._sources[self.positions[0]]
+        return (self.frames, *src.frame_shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._sources[self.positions[0]].dtype
+
+    @property
+    def fps(self) -> float | None:
+        """Mean frame rate from the frame clock; else what the video/sidecar says."""
+        t = self.timestamps_s
+        if t.size > 1 and np.isfinite(t[-1]) and t[-1] > 0:
+            return float((t.size - 1) / t[-1])
+        for value in (self.payload.get("fps"), self._sources[self.positions[0]].fps):
+            if isinstance(value, (int, float)) and np.isfinite(value) and value > 0:
+                return float(value)
+        return None
+
+    @property
+    def dropped_frames(self) -> int:
+        from .summary import dropped_frames
+
+        return dropped_frames(self.metadata, self.timestamps_s)
+
+    @property
+    def codec(self) -> str | None:
+        first = self.metadata[0] if self.metadata else {}
+        for value in (
+            self.payload.get("codec"),
+            first.get("video_codec"),
+            self._sources[self.positions[0]].codec,
+        ):
+            if isinstance(value, str) and value:
+                return value
+        return None
+
+    @property
+    def pixel_size_um(self) -> float | None:
+        for entry in self.metadata[:1]:
+            value = entry.get("pixel_size_um")
+            if isinstance(value, (int, float)) and np.isfinite(value) and value > 0:
+                return float(value)
+        return None
+
+    def position_name(self, position: str | None = None) -> str:
+        """A short label: the camera part of the file name (+ position if several)."""
+        key = self._key(position)
+        name = split_extension(self.path.name)[0]
+        label = name.rsplit("_", 1)[-1] if "_task-" in name else name
+        ext = split_extension(self.path.name)[1].lstrip(".").split(".")[-1]
+        label = f"{label} ({ext})"
+        return f"{label} {key}" if len(self.files) > 1 else label
+
+
+def split_position_file(path: Path) -> tuple[Path, str] | None:
+    """``x_p1.ome.tiff`` -> (``x.ome.tiff``, ``p1``) when that base has metadata."""
+    stem, ext = split_extension(path)
+    if "_" not in Path(stem).name:
+        return None
+    base_stem, key = stem.rsplit("_", 1)
+    base = Path(base_stem + ext)
+    if sidecar_path(base).exists() or journal_path(base).exists():
+        return base, key
+    return None
+
+
+def _data_path(path: Path) -> Path:
+    name = path.name
+    for suffix in (JOURNAL_SUFFIX, SIDECAR_SUFFIX):
+        if name.endswith(suffix):
+            return path.with_name(name[: -len(suffix)])
+    return path
+
+
+def _run_notes(data: Path) -> list[str]:
+    folder = data.parent
+    if folder.name not in ("func", "beh"):
+        return []
+    lines: list[str] = []
+    for p in sorted(folder.parent.glob("*_notes.txt")):
+        try:
+            text = p.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        lines.extend(line for line in text.splitlines() if line.strip())
+    return lines
+
+
+def open_recording(path: str | os.PathLike[str]) -> Recording:
+    """Open a data file, its sidecar or its journal lazily.
+
+    Raises ``FileNotFoundError`` when the data file is missing, ``ValueError`` for an
+    unreadable TIFF and ``OSError`` for an unreadable video; lesser problems become
+    ``warnings`` (also emitted as :class:`RecordingWarning`).
+    """
+    given = Path(path)
+    if given.is_dir():
+        raise IsADirectoryError(f"{given} is a folder; use open_run()")
+    data = _data_path(given)
+    only: str | None = None
+    has_meta = sidecar_path(data).exists() or journal_path(data).exists()
+    if not has_meta and (split := split_position_file(data)) is not None:
+        data, only = split
+    if not data.name.lower().endswith(DATA_EXTENSIONS):
+        raise ValueError(f"not a recording (unknown file type): {given}")
+    rec = _build(data, only)
+    if rec.warnings:  # one warning per recording: easy to catch or filter
+        text = "; ".join(rec.warnings)
+        _warnings.warn(f"{data.name}: {text}", RecordingWarning, stacklevel=2)
+    return rec
+
+
+def _build(data: Path, only: str | None) -> Recording:
+    notes: list[str] = []
+    payload, state, meta_notes = load_metadata(data)
+    notes.extend(meta_notes)
+    entries = _entries_by_position(payload, notes)
+    files = _position_files(data, list(entries), notes)
+    if only is not None:
+        files = {only: files[only]} if only in files else {}
+    if not files:
+        raise FileNotFoundError(f"data file not found: {data}")
+    sources = {key: _open_source(p, notes) for key, p in files.items()}
+    frames: dict[str, int] = {}
+    for key, src in sources.items():
+        written = len(entries[key]) if key in entries else None
+        if written is None:
+            frames[key] = src.frames
+        elif written > src.frames:
+            notes.append(
+                f"sidecar lists {written} frame(s) under {key!r} but "
+                f"{src.path.name} holds {src.frames}; showing {src.frames}"
+            )
+            frames[key] = src.frames
+        else:
+            frames[key] = written
+    kind: Literal["tiff", "video"] = (
+        "video" if data.name.lower().endswith(VIDEO_EXTENSIONS) else "tiff"
+    )
+    return Recording(
+        path=data,
+        kind=kind,
+        sidecar_state=state,
+        files=files,
+        entries=entries,
+        payload=payload,
+        notes=_run_notes(data),
+        warnings=notes,
+        _sources=sources,
+        _frames=frames,
+    )
+
+
+def _position_files(data: Path, keys: list[str], notes: list[str]) -> dict[str, Path]:
+    """Which file holds each position: ``x_<key>.ext`` if present, else ``x.ext``."""
+    unsafe = [k for k in keys if not k or any(c in k for c in "/\\\0")]
+    if unsafe:  # a key must not lead to another folder (or a bad path)
+        notes.append(f"ignored {len(unsafe)} position key(s) that are not file names")
+        keys = [k for k in keys if k not in unsafe]
+    per_key = {k: with_name_suffix(data, f"_{k}") for k in keys}
+    found = {k: p for k, p in per_key.items() if p.exists()}
+    if found:
+        missing = sorted(set(keys) - set(found))
+        if missing:
+            notes.append(f"no data file for position(s) {', '.join(missing)}")
+        return found
+    if not data.exists():
+        return {}
+    if len(keys) > 1:
+        notes.append(f"ignored metadata of position(s) {', '.join(keys[1:])}")
+    return {keys[0] if keys else "p0": data}
+
+
+def find_recording_paths(folder: str | os.PathLike[str]) -> list[Path]:
+    """Each recording in ``folder`` (recursively) once, by its base data path."""
+    found: dict[Path, None] = {}
+    folder = Path(folder)
+    for p in sorted(folder.rglob("*")):
+        name = p.name
+        if name.startswith(".") or not p.is_file():
+            continue
+        if name.endswith((SIDECAR_SUFFIX, JOURNAL_SUFFIX)):
+            found.setdefault(_data_path(p))
+        elif name.lower().endswith(DATA_EXTENSIONS):
+            has = sidecar_path(p).exists() or journal_path(p).exists()
+            if has or split_position_file(p) is None:
+                found.setdefault(p)
+    return list(found)
+
+
+def open_run(folder: str | os.PathLike[str]) -> list[Recording]:
+    """All recordings in a run folder (found recursively), in path order.
+
+    A recording that cannot be opened is skipped with a :class:`RecordingWarning`;
+    a folder without any readable recording raises ``FileNotFoundError``.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NotADirectoryError(f"not a folder: {folder}")
+    out: list[Recording] = []
+    for p in find_recording_paths(folder):
+        try:
+            out.append(open_recording(p))
+        except (OSError, ValueError) as exc:
+            _warnings.warn(f"skipped {p.name}: {exc}", RecordingWarning, stacklevel=2)
+    if not out:
+        raise FileNotFoundError(f"no readable recordings in {folder}")
+    return out

@@ -1,0 +1,73 @@
+"""Helpers to read back what the writers produced (imported by the test modules)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import useq
+
+SHAPE = (48, 64)  # (height, width) of the simulated sensor in most tests
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def timelapse(loops: int, **kwargs: Any) -> useq.MDASequence:
+    return useq.MDASequence(time_plan={"interval": 0, "loops": loops}, **kwargs)
+
+
+def sim_index(entry: dict[str, Any]) -> int:
+    """The simulated camera's frame index recorded in a FrameMetaV1 entry."""
+    return int(entry["camera_metadata"]["SimFrameIndex"])
+
+
+def arrival_indices(sidecar: dict[str, list[dict[str, Any]]]) -> dict[int, int]:
+    """Map ``id(entry)`` -> camera frame index for *unsequenced* acquisitions.
+
+    Unsequenced MDA frames carry no ``camera_metadata`` (upstream behaviour), but on a
+    fresh core the camera's n-th snap is frame n, and ``runner_time_ms`` gives the
+    order in which frames arrived across all positions.
+    """
+    entries = [e for frames in sidecar.values() for e in frames]
+    ordered = sorted(entries, key=lambda e: e["runner_time_ms"])
+    return {id(e): n for n, e in enumerate(ordered)}
+
+
+def read_video(path: str | os.PathLike[str]) -> tuple[list[np.ndarray], float, str]:
+    """All frames of a video (read until failure), its fps and its fourcc."""
+    import cv2
+
+    cap = cv2.VideoCapture(os.fspath(path))
+    assert cap.isOpened(), f"OpenCV cannot open {path}"
+    try:
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        code = int(cap.get(cv2.CAP_PROP_FOURCC))
+        fourcc = code.to_bytes(4, "little").decode("ascii", "replace")
+        frames = []
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(frame)
+    finally:
+        cap.release()
+    return frames, fps, fourcc
+
+
+def journal_entry_lines(path: str | os.PathLike[str]) -> int:
+    """Complete, parseable frame lines of a journal (the header line excluded)."""
+    n = 0
+    raw = Path(path).read_bytes()
+    for line in raw.split(b"\n")[1:]:
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and "meta" in obj:
+            n += 1
+    return n
