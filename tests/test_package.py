@@ -59,7 +59,10 @@ def test_importing_the_package_is_lazy():
 
 def test_console_script_and_module_entry_point_agree():
     script = Path(sys.executable).with_name("mesofield-napari")
-    for cmd in ([str(script), "--help"], [sys.executable, "-m", "mesofield_napari", "--help"]):
+    for cmd in (
+        [str(script), "--help"],
+        [sys.executable, "-m", "mesofield_napari", "--help"],
+    ):
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         assert result.returncode == 0
         for sub in ("record", "recover", "inspect"):
