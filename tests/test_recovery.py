@@ -61,6 +61,10 @@ def crashed_mda(sim_core: UniMMCore, tmp_path: Path) -> tuple[Path, int]:
         if event.index.get("t") == 7:
             _wait_for(lambda: writer.stats.frames_written >= 7)
             shutil.copyfile(journal_path(src), journal_path(crash))
+            # the writer thread may be mid-line during the copy: cut at the last
+            # complete line (a torn line is covered by its own test below)
+            raw = journal_path(crash).read_bytes()
+            journal_path(crash).write_bytes(raw[: raw.rfind(b"\n") + 1])
 
     with writer.attached(sim_core):
         sim_core.mda.events.frameReady.connect(snapshot)

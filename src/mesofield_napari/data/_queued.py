@@ -226,7 +226,7 @@ class QueuedWriterMixin:
                     self._journal = None
             return
         try:
-            write_json_atomic(self.sidecar_path, payload)
+            write_json_atomic(self.sidecar_path, payload, indent=None)
         except OSError as exc:
             kept = self._journal.path if self._journal is not None else None
             raise RecordingError(

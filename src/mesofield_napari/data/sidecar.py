@@ -78,7 +78,7 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def write_json_atomic(
-    path: str | os.PathLike[str], payload: Any, indent: int = 2
+    path: str | os.PathLike[str], payload: Any, indent: int | None = 2
 ) -> Path:
     """Write JSON to a temp file in the same folder, fsync it, then rename it in place.
 
