@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from _helpers import journal_entry_lines
 from mesofield_napari.cli import main
 from mesofield_napari.data.summary import dropped_frames, frame_times_s
 
@@ -81,15 +81,6 @@ def assert_one_line_error(res: subprocess.CompletedProcess[str] | tuple) -> str:
     assert len(lines) == 1, err
     assert lines[0].startswith("mesofield-napari"), err
     return lines[0]
-
-
-def journal_frames(path: Path) -> int:
-    n = 0
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines()[1:]:
-        with contextlib.suppress(json.JSONDecodeError):
-            if "meta" in json.loads(line):
-                n += 1
-    return n
 
 
 @pytest.fixture(scope="module")
@@ -311,11 +302,11 @@ def test_killed_recording_inspect_then_recover(tmp_path):
         journal = None
         while time.monotonic() < deadline and proc.poll() is None:
             journal = next(out.glob("sub-sim/ses-01/func/*.jsonl"), None)
-            if journal is not None and journal_frames(journal) >= 3:
+            if journal is not None and journal_entry_lines(journal) >= 3:
                 break
             time.sleep(0.02)
         assert proc.poll() is None, "the recording ended before the kill"
-        assert journal is not None and journal_frames(journal) >= 3
+        assert journal is not None and journal_entry_lines(journal) >= 3
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
     finally:
@@ -327,7 +318,7 @@ def test_killed_recording_inspect_then_recover(tmp_path):
     sidecar = data.with_name(data.name + "_frame_metadata.json")
     assert data.name.endswith("_meso.ome.tiff")
     assert not sidecar.exists()
-    frames = journal_frames(journal)
+    frames = journal_entry_lines(journal)
 
     res = cli("inspect", data, "--json")
     assert res.returncode == 0, res.stderr

@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 import tifffile
 
+from _helpers import journal_entry_lines
 from mesofield_napari.acquire import record, timelapse
 from mesofield_napari.data import recover, sidecar
 from mesofield_napari.data import runpaths as runpaths_mod
@@ -615,16 +616,6 @@ print("finished", flush=True)
 """
 
 
-def _journal_frames(path: Path) -> int:
-    """Complete frame lines in a journal (a kill may cut the last one short)."""
-    n = 0
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines()[1:]:
-        with contextlib.suppress(json.JSONDecodeError):
-            if "meta" in json.loads(line):
-                n += 1
-    return n
-
-
 def test_notes_and_journal_survive_sigkill(tmp_path):
     root = tmp_path / "data"
     proc = subprocess.Popen(
@@ -642,7 +633,7 @@ def test_notes_and_journal_survive_sigkill(tmp_path):
             timeout=30,
             what="the journal",
         )
-        wait_for(lambda: _journal_frames(journal) >= 3, timeout=30, what="frames")
+        wait_for(lambda: journal_entry_lines(journal) >= 3, timeout=30, what="frames")
         assert proc.poll() is None, "the recording ended before the kill"
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
@@ -677,7 +668,7 @@ def test_notes_and_journal_survive_sigkill(tmp_path):
     # the recording is recoverable from its journal
     (data,) = run_dir.glob("func/*_meso.ome.tiff")
     assert not (data.parent / (data.name + "_frame_metadata.json")).exists()
-    frames = _journal_frames(journal)
+    frames = journal_entry_lines(journal)
     report = recover(data)
     assert report.recovered
     assert report.frames == frames >= 3
