@@ -71,3 +71,14 @@ def journal_entry_lines(path: str | os.PathLike[str]) -> int:
         if isinstance(obj, dict) and "meta" in obj:
             n += 1
     return n
+
+
+def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.01) -> None:
+    """Poll ``predicate`` (for background threads) until true; fail after ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)

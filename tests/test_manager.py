@@ -153,12 +153,15 @@ def test_same_second_runs_never_overwrite_and_keep_compound_extension(
     precious = run_dir / "func" / f"{prefix}_meso.ome.tiff"
     precious.write_bytes(b"someone else's data")
 
+    # a run whose stamp is taken moves to the next free second (same stamp format)
     with RunManager(tmp_path, "M1", 1, "rec") as run1:
         w1 = run1.writer_for("meso", "tiff")
         assert record(core, [w1], timelapse(2)).ok
         run1.add_note("first run")
-    assert w1.files == [run_dir / "func" / f"{prefix}_meso_1.ome.tiff"]
-    assert run1.notes_path.name == f"{prefix}_notes.txt"
+    prefix1 = run1.paths.prefix
+    assert prefix1 != prefix and prefix1.endswith("_sub-M1_ses-01_task-rec")
+    assert w1.files == [run_dir / "func" / f"{prefix1}_meso.ome.tiff"]
+    assert run1.notes_path.name == f"{prefix1}_notes.txt"
     snapshot = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
 
     with RunManager(tmp_path, "M1", 1, "rec") as run2:
@@ -166,12 +169,18 @@ def test_same_second_runs_never_overwrite_and_keep_compound_extension(
         assert record(core, [w2], timelapse(3)).ok
         run2.add_note("second run")
 
-    assert w2.files == [run_dir / "func" / f"{prefix}_meso_2.ome.tiff"]
-    assert run2.notes_path == run_dir / f"{prefix}_notes_1.txt"
-    assert run2.timestamps_path == run_dir / f"{prefix}_timestamps_1.csv"
-    assert run2.configuration_path == run_dir / f"{prefix}_configuration_1.csv"
-    assert run2.manifest_path == run_dir / f"{prefix}_manifest_1.json"
-    assert run2.dataqueue_path == run_dir / "beh" / f"{prefix}_dataqueue_1.csv"
+    prefix2 = run2.paths.prefix
+    assert prefix2 not in (prefix, prefix1)
+    assert w2.files == [run_dir / "func" / f"{prefix2}_meso.ome.tiff"]
+    assert str(w2.files[0]).endswith(".ome.tiff")  # compound extension kept
+    for path in (
+        run2.notes_path,
+        run2.timestamps_path,
+        run2.configuration_path,
+        run2.manifest_path,
+        run2.dataqueue_path,
+    ):
+        assert path.name.startswith(prefix2)
     # nothing of the first run (or the foreign file) was touched
     for path, content in snapshot.items():
         assert path.read_bytes() == content, path
@@ -192,7 +201,8 @@ def test_leftover_journal_or_sidecar_also_counts_as_taken(tmp_path, frozen_stamp
     (func / f"{prefix}_meso_1.ome.tiff_frame_metadata.json").write_text("{}")
     with RunManager(tmp_path, "M1", 1, "rec") as run:
         writer = run.writer_for("meso", "tiff")
-    assert writer.files == [func / f"{prefix}_meso_2.ome.tiff"]
+    assert run.paths.prefix != prefix  # the stamp moved on to a free second
+    assert writer.files == [func / f"{run.paths.prefix}_meso.ome.tiff"]
     assert (func / f"{prefix}_meso.ome.tiff_frame_metadata.jsonl").read_text() == "{}\n"
 
 

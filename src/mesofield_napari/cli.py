@@ -135,6 +135,25 @@ def build_parser() -> argparse.ArgumentParser:
     recv = sub.add_parser("recover", help="rebuild the sidecar of a crashed recording")
     recv.add_argument("path", type=Path, help="data file, its journal or its sidecar")
     recv.add_argument("--json", action="store_true")
+    gui = sub.add_parser(
+        "gui",
+        help="open napari with napari-micromanager and the recorder (the default)",
+    )
+    gui.add_argument("--config", type=Path, help="Micro-Manager configuration file")
+    gui.add_argument("--size", type=_size, default=(512, 512), help="sim camera HxW")
+    gui.add_argument("--exposure", type=_non_negative_float, default=10.0, help="ms")
+    gui.add_argument(
+        "--record-frames", type=_positive_int, help="record N frames via the widget"
+    )
+    gui.add_argument("--out", type=Path, help="output root for --record-frames")
+    gui.add_argument("--writer", choices=("tiff", "mp4", "both"), default="tiff")
+    gui.add_argument("--subject", default="sim")
+    gui.add_argument("--session", default="1")
+    gui.add_argument("--task", default="rec")
+    gui.add_argument("--screenshot", type=Path, help="save a PNG of the window")
+    gui.add_argument("--quit", action="store_true", help="exit when done")
+    gui.add_argument("--json", action="store_true", help="print the result as JSON")
+
     ins = sub.add_parser("inspect", help="summarise a run folder or one recording")
     ins.add_argument("path", type=Path, help="run folder, data file or sidecar")
     ins.add_argument("--json", action="store_true")
@@ -145,14 +164,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_output()
-    if args.command is None:
-        parser.print_help()
-        return 0
+    if args.command is None:  # the app, as a desktop shortcut would start it
+        args = parser.parse_args(["gui"])
     try:
         return {
             "record": _cmd_record,
             "recover": _cmd_recover,
             "inspect": _cmd_inspect,
+            "gui": _cmd_gui,
         }[args.command](args)
     except CLIError as exc:
         print(f"mesofield-napari {args.command}: error: {exc}", file=sys.stderr)
@@ -305,6 +324,62 @@ def _cmd_recover(args: argparse.Namespace) -> int:
         print(f"{report.data_path}: {report.message}")
         print(f"frames written: {report.frames}  sidecar: {report.sidecar}")
     return 0
+
+
+# ---------------------------------------------------------------- gui
+def _cmd_gui(args: argparse.Namespace) -> int:
+    if args.record_frames is not None and args.out is None:
+        raise CLIError("--record-frames needs --out DIR")
+    if args.quit and args.record_frames is None:
+        raise CLIError("--quit only makes sense with --record-frames")
+    if args.out is not None:
+        _prepare_out_dir(args.out)
+    if args.screenshot is not None and args.screenshot.suffix.lower() != ".png":
+        raise CLIError(f"--screenshot must be a .png file, got {args.screenshot}")
+    if args.config is not None and not args.config.is_file():
+        raise CLIError(f"Micro-Manager configuration not found: {args.config}")
+    from .app import AppOptions, run_app
+
+    opts = AppOptions(
+        config=args.config,
+        size=args.size,
+        exposure_ms=args.exposure,
+        record_frames=args.record_frames,
+        out=args.out,
+        screenshot=args.screenshot,
+        quit=args.quit,
+        writers=args.writer,
+        subject=args.subject,
+        session=args.session,
+        task=args.task,
+    )
+    try:
+        result = run_app(opts)
+    except RuntimeError as exc:
+        raise CLIError(str(exc)) from exc
+    if args.record_frames is None:
+        return 0
+    outcome = result.outcome
+    payload = {
+        "ok": outcome is not None and not result.errors,
+        "run_dir": str(outcome.run_dir) if outcome else None,
+        "frames": outcome.frames_written if outcome else 0,
+        "files": [str(p) for p in outcome.data_files] if outcome else [],
+        "screenshot": str(result.screenshot) if result.screenshot else None,
+        "errors": result.errors,
+    }
+    if args.json:
+        print(json.dumps(payload, indent=2))
+    elif outcome is not None:
+        print(f"run folder: {outcome.run_dir}")
+        for path in outcome.data_files:
+            print(f"  {os.path.relpath(path, outcome.run_dir)}")
+        print(f"recorded {outcome.frames_written} frames through the recorder widget")
+        if result.screenshot:
+            print(f"screenshot: {result.screenshot}")
+    for err in result.errors:
+        print(f"mesofield-napari gui: error: {err}", file=sys.stderr)
+    return 0 if payload["ok"] else EXIT_USAGE
 
 
 # ---------------------------------------------------------------- inspect

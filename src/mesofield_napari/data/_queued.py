@@ -23,6 +23,7 @@ from ._pipeline import (
     FramePipeline,
     WriterStats,
 )
+from ._signals import connect_direct
 from .errors import RecordingError
 from .journal import FrameJournal, Mode
 from .paths import with_name_suffix
@@ -148,7 +149,7 @@ class QueuedWriterMixin:
             (events.sequenceFinished, self.sequenceFinished),
         ]
         for sig, slot in pairs:
-            sig.connect(slot)
+            connect_direct(sig, slot)  # on the acquisition thread, even for Qt signals
         try:
             yield
         finally:

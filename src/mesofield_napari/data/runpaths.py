@@ -12,6 +12,8 @@ import datetime as _dt
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import datetime as _DateTime
+from datetime import timedelta as _timedelta
 from pathlib import Path
 
 from .paths import unique_path
@@ -57,6 +59,19 @@ class RunPaths:
         self.session = normalize_session(self.session)
         self.task = validate_label("task", self.task)
         self._taken: set[Path] = set()
+        while self._prefix_in_use():
+            # back-to-back runs in one second (armed MDAs): keep the stamp format
+            # downstream code parses and move this run's stamp to the next free second
+            stamp = _DateTime.strptime(self.stamp, STAMP_FORMAT)
+            self.stamp = (stamp + _timedelta(seconds=1)).strftime(STAMP_FORMAT)
+
+    def _prefix_in_use(self) -> bool:
+        pattern = f"{self.prefix}_*"
+        return any(
+            next(folder.glob(pattern), None) is not None
+            for folder in (self.run_dir, self.run_dir / "func", self.run_dir / "beh")
+            if folder.is_dir()
+        )
 
     @property
     def run_dir(self) -> Path:

@@ -1,0 +1,155 @@
+"""The ``mesofield-napari`` app: napari + napari-micromanager + the recorder.
+
+By default the microscope is the built-in simulated camera; ``--config`` loads a
+Micro-Manager configuration instead. The scripted mode (``--record-frames N --out DIR
+--screenshot FILE --quit``) records N frames through the recorder widget exactly as a
+user would, saves a screenshot of the window and exits: it is how the README's main
+job runs on a machine without a screen (under Xvfb) and in CI.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import napari
+    from pymmcore_plus import CMMCorePlus
+
+    from ._widgets.recorder import RecorderWidget
+    from .recorder import RunOutcome
+
+
+@dataclass
+class AppOptions:
+    config: Path | None = None
+    size: tuple[int, int] = (512, 512)
+    exposure_ms: float = 10.0
+    record_frames: int | None = None
+    out: Path | None = None
+    screenshot: Path | None = None
+    quit: bool = False
+    writers: str = "tiff"
+    subject: str = "sim"
+    session: str = "1"
+    task: str = "rec"
+    timeout_s: float = 600.0
+
+
+@dataclass
+class AppResult:
+    outcome: RunOutcome | None = None
+    screenshot: Path | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def make_core(opts: AppOptions) -> CMMCorePlus:
+    """The core napari-micromanager will drive (create it after the QApplication)."""
+    if opts.config is None:
+        from .sim import create_sim_core
+
+        return create_sim_core(opts.size, exposure_ms=opts.exposure_ms)
+    from pymmcore_plus import CMMCorePlus
+
+    if not opts.config.is_file():
+        raise FileNotFoundError(f"Micro-Manager configuration not found: {opts.config}")
+    core = CMMCorePlus()
+    core.loadSystemConfiguration(str(opts.config))
+    return core
+
+
+def build_window(
+    viewer: napari.Viewer, core: CMMCorePlus
+) -> tuple[RecorderWidget, Any | None]:
+    """Dock napari-micromanager (when installed) on ``core`` and the recorder."""
+    from ._widgets._micromanager import micromanager_available, open_main_window
+    from ._widgets.recorder import RecorderWidget
+
+    main_window = None
+    if micromanager_available():
+        main_window = open_main_window(viewer, core)
+        recorder = RecorderWidget(viewer)
+    else:
+        recorder = RecorderWidget(viewer, core=core)
+    viewer.window.add_dock_widget(recorder, name="Recorder", area="right")
+    return recorder, main_window
+
+
+def script_recording(
+    viewer: napari.Viewer, recorder: RecorderWidget, opts: AppOptions, result: AppResult
+) -> None:
+    """Fill the recorder's fields, press Record, and on the end save + maybe quit."""
+    from qtpy.QtCore import QTimer
+
+    assert opts.record_frames is not None and opts.out is not None
+    recorder.root_edit.setText(os.fspath(opts.out))
+    recorder.subject_edit.setText(opts.subject)
+    recorder.session_edit.setText(opts.session)
+    recorder.task_edit.setText(opts.task)
+    recorder.writers_combo.setCurrentIndex(
+        recorder.writers_combo.findData(opts.writers)
+    )
+    recorder.stop_combo.setCurrentIndex(recorder.stop_combo.findData("frames"))
+    recorder.frames_spin.setValue(opts.record_frames)
+    recorder.follow_check.setChecked(False)
+
+    def finished(outcome: RunOutcome) -> None:
+        result.outcome = outcome
+        result.errors.extend(outcome.errors)
+        if opts.screenshot is not None:
+            # let the reopened layer draw before the picture is taken
+            QTimer.singleShot(300, take_screenshot)
+        elif opts.quit:
+            QTimer.singleShot(0, viewer.close)
+
+    def take_screenshot() -> None:
+        assert opts.screenshot is not None
+        opts.screenshot.parent.mkdir(parents=True, exist_ok=True)
+        viewer.screenshot(os.fspath(opts.screenshot), canvas_only=False, flash=False)
+        result.screenshot = opts.screenshot
+        if opts.quit:
+            QTimer.singleShot(0, viewer.close)
+
+    def start() -> None:
+        if problems := recorder.problems():
+            result.errors.extend(problems)
+            viewer.close()
+            return
+        recorder.record()
+        if recorder.session is None:
+            result.errors.append(recorder.status_label.text())
+            viewer.close()
+
+    def give_up() -> None:
+        result.errors.append(f"no result after {opts.timeout_s:.0f} s")
+        recorder.shutdown()
+        viewer.close()
+
+    recorder.finished.connect(finished)
+    QTimer.singleShot(500, start)  # after the window is shown
+    if opts.quit:
+        timer = QTimer(viewer.window._qt_window)
+        timer.setSingleShot(True)
+        timer.timeout.connect(give_up)
+        timer.start(int(opts.timeout_s * 1000))
+
+
+def run_app(opts: AppOptions) -> AppResult:
+    """Open the app; returns when the window closes."""
+    import napari
+
+    viewer = napari.Viewer(title="mesofield")
+    result = AppResult()
+    try:
+        core = make_core(opts)
+    except Exception as exc:
+        viewer.close()
+        raise RuntimeError(f"cannot set up the microscope: {exc}") from exc
+    recorder, _ = build_window(viewer, core)
+    if opts.record_frames is not None:
+        script_recording(viewer, recorder, opts, result)
+    napari.run()
+    recorder.shutdown()
+    return result
