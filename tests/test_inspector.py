@@ -99,7 +99,7 @@ def test_model_from_recording(recordings: dict[str, Path]) -> None:
     np.testing.assert_allclose(insp.duration_s, total)
     assert insp.fps == pytest.approx((FRAMES - 1) / total)
     rows = dict(insp.rows())
-    assert rows["Dropped frames"] == "3 (1 gap)"
+    assert rows["Dropped frames"] == "3 (1 timing gap)"
     assert rows["Sidecar"] == "final" and rows["Notes"].endswith("stim at 0.1 s")
 
 
@@ -129,7 +129,8 @@ def test_summary_and_plot(make_napari_viewer: Any, recordings: dict[str, Path]) 
     (layer,) = viewer.open(recordings["clean"], plugin=PLUGIN)
     assert viewer.layers.selection.active is layer
     values = _values(widget)
-    assert values["Recording"] == layer.name
+    assert widget.message.text() == f"<b>{layer.name}</b>"
+    assert values["File"] == recordings["clean"].name
     assert values["Frames"] == str(FRAMES)
     assert values["Duration"] == f"{(FRAMES - 1) * PERIOD_MS / 1000:.3f} s"
     assert values["Frame rate"] == "100.00 fps"
@@ -158,8 +159,9 @@ def test_selection_updates_and_other_layers(
 
     # the last opened layer is active: the gappy one
     values = _values(widget)
-    assert values["Recording"] == gappy.name
-    assert values["Dropped frames"] == f"{SKIPPED} (1 gap)"
+    assert values["File"] == recordings["gappy"].name
+    assert widget.message.text() == f"<b>{gappy.name}</b>"
+    assert values["Dropped frames"] == f"{SKIPPED} (1 timing gap)"
     total = (FRAMES - 1 + SKIPPED) * PERIOD_MS / 1000
     assert values["Duration"] == f"{total:.3f} s"
     assert values["Notes"].endswith("stim at 0.1 s")
@@ -231,11 +233,11 @@ def test_plugin_dock_widget(
     assert len(emitter.callbacks) == before + 1
     (layer,) = viewer.open(recordings["gappy"], plugin=PLUGIN)
     assert _values(widget)["Frames"] == str(FRAMES)
-    assert _values(widget)["Recording"] == layer.name
+    assert _values(widget)["File"] == Path(layer.metadata["mesofield"]["source"]).name
 
     viewer.window.remove_dock_widget(dock)
     widget.close()  # removing the dock reparents the widget; closing disconnects
     assert len(emitter.callbacks) == before
     viewer.layers.selection.clear()  # no callback into the closed widget
-    assert _values(widget)["Recording"] == layer.name
+    assert _values(widget)["Frames"] == str(FRAMES)
     widget.deleteLater()

@@ -219,7 +219,7 @@ class RecordingInspector(QWidget):
             marker="o",
             ms=6,
             color=GAP_COLOR,
-            label=f"dropped (> {DROP_FACTOR:g}x median): {len(gaps)}",
+            label=f"gap > {DROP_FACTOR:g}x median (dropped/late frames): {len(gaps)}",
         )
         if x.size == 1:
             ax.set_xlim(x[0] - 1, x[0] + 1)

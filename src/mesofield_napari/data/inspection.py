@@ -93,9 +93,9 @@ class Inspection:
         gaps = len(self.gap_intervals)
         dropped = str(self.dropped_frames)
         if gaps:
-            dropped += f" ({gaps} gap{'s' if gaps != 1 else ''})"
+            dropped += f" ({gaps} timing gap{'s' if gaps != 1 else ''})"
         return [
-            ("Recording", self.name),
+            ("File", Path(self.source).name if self.source else "n/a"),
             ("Frames", str(self.frames)),
             ("Duration", _fmt(self.duration_s, "{:.3f} s")),
             ("Frame rate", _fmt(self.fps, "{:.2f} fps")),
