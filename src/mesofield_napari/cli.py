@@ -1,7 +1,8 @@
 """The ``mesofield-napari`` command.
 
 Sub-commands: ``record`` (headless recording on the simulated camera or a
-Micro-Manager configuration) and ``recover`` (rebuild a crashed run's sidecar).
+Micro-Manager configuration), ``recover`` (rebuild a crashed run's sidecar),
+``inspect``, ``gui`` and ``export`` (batch traces, ΔF/F, videos, montages).
 Bad arguments and failures give a one-line error and exit code 2, never a traceback.
 """
 
@@ -157,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     ins = sub.add_parser("inspect", help="summarise a run folder or one recording")
     ins.add_argument("path", type=Path, help="run folder, data file or sidecar")
     ins.add_argument("--json", action="store_true")
+
+    from .cli_export import add_export_parser
+
+    add_export_parser(sub)
     return parser
 
 
@@ -172,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "recover": _cmd_recover,
             "inspect": _cmd_inspect,
             "gui": _cmd_gui,
+            "export": _cmd_export,
         }[args.command](args)
     except CLIError as exc:
         print(f"mesofield-napari {args.command}: error: {exc}", file=sys.stderr)
@@ -380,6 +386,13 @@ def _cmd_gui(args: argparse.Namespace) -> int:
     for err in result.errors:
         print(f"mesofield-napari gui: error: {err}", file=sys.stderr)
     return 0 if payload["ok"] else EXIT_USAGE
+
+
+# ---------------------------------------------------------------- export
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .cli_export import cmd_export
+
+    return cmd_export(args)
 
 
 # ---------------------------------------------------------------- inspect

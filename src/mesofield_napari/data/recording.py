@@ -350,6 +350,25 @@ class Recording:
         key = self._key(position)
         return self._sources[key].to_dask(self._frames[key])
 
+    def frame_block(
+        self, start: int, stop: int, position: str | None = None
+    ) -> np.ndarray:
+        """Frames ``start:stop`` (clamped to the frames written) as a NumPy array.
+
+        For a memory-mapped TIFF this is a read-only view of a fresh memory map: no
+        copy, and the pages are unmapped once the caller drops the block (so reading a
+        long file block by block keeps memory bounded). Other sources are read now.
+        """
+        key = self._key(position)
+        n = self._frames[key]
+        start, stop, _ = slice(start, stop).indices(n)
+        arr = self._sources[key].to_dask(n)
+        original = dict(arr.dask).get(f"original-{arr.name}") if n else None
+        mm = getattr(original, "_mm", original)  # unwrap _MemmapFrames
+        if isinstance(mm, np.memmap):
+            return mm[start:stop]
+        return np.asarray(arr[start:stop].compute(scheduler="synchronous"))
+
     def metadata_for(self, position: str | None = None) -> list[dict[str, Any]]:
         key = self._key(position)
         return self.entries.get(key, [])[: self._frames[key]]
