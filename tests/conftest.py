@@ -17,6 +17,31 @@ if TYPE_CHECKING:
     from mesofield_napari.sim import SimulatedMesoscopeCamera
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _icons_offline():
+    """Fail icon downloads at once instead of waiting on DNS (CI has no internet).
+
+    napari-micromanager's widgets fetch their icons from iconify.design through
+    pyconify; offline, each icon costs a DNS time-out before superqt falls back to
+    a plain icon. Only the network call is replaced; the widgets are real.
+    """
+    try:
+        import pyconify.api as api
+        import requests
+    except ImportError:  # pragma: no cover
+        yield
+        return
+
+    class _Offline(requests.Session):
+        def request(self, *args, **kwargs):
+            raise requests.ConnectionError("no network in the test-suite")
+
+    original = api._session
+    api._session = _Offline
+    yield
+    api._session = original
+
+
 @pytest.fixture
 def sim_core() -> Iterator[UniMMCore]:
     """A fresh ``UniMMCore`` with the simulated camera (48x64, no exposure wait).

@@ -65,5 +65,5 @@ def test_console_script_and_module_entry_point_agree():
     ):
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         assert result.returncode == 0
-        for sub in ("record", "recover", "inspect"):
+        for sub in ("record", "recover", "inspect", "gui"):
             assert sub in result.stdout

@@ -390,3 +390,29 @@ def test_fuzz_sidecar(tiff_path: Path, content: bytes) -> None:
     assert rec.sidecar_state in ("final", "corrupt")
     for prop in ("fps", "dropped_frames", "codec", "pixel_size_um", "timestamps_s"):
         getattr(rec, prop)
+
+
+def test_opening_a_recording_reads_no_pixels(tmp_path):
+    """dask's from_array copies array inputs that have .copy(); a memmap has one."""
+    import tracemalloc
+
+    path = tmp_path / "big.ome.tif"
+    stack = np.arange(400 * 128 * 256, dtype=np.uint16).reshape(400, 128, 256)
+    tifffile.imwrite(path, stack, bigtiff=True, contiguous=True)
+    entries = [{"runner_time_ms": 10.0 * i} for i in range(400)]
+    Path(f"{path}_frame_metadata.json").write_text(json.dumps({"p0": entries}))
+    del stack
+    import dask.array as da
+
+    da.ones(3).sum().compute()  # dask imports its schedulers on first use: not ours
+    tracemalloc.start()
+    try:
+        rec = open_recording(path)
+        data = rec.data
+        frame = np.asarray(data[123])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert data.shape == (400, 128, 256)
+    assert frame[0, 0] == 123 * 128 * 256 % 65536
+    assert peak < 4 * 2**20  # the file is 25 MiB; open + one frame stays far below

@@ -141,6 +141,7 @@ def run_app(opts: AppOptions) -> AppResult:
     import napari
 
     viewer = napari.Viewer(title="mesofield")
+    viewer.window.resize(1500, 950)
     result = AppResult()
     try:
         core = make_core(opts)

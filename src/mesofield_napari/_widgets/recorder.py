@@ -149,6 +149,7 @@ class RecorderWidget(QWidget):
         if (app := QApplication.instance()) is not None:
             app.aboutToQuit.connect(lambda: (w := app_ref()) and w.shutdown())
         self._rebind_core()
+        self._describe_core()
         self._validate()
 
     # ------------------------------------------------------------------ UI

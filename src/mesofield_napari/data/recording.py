@@ -171,9 +171,29 @@ def _open_tiff(path: Path, notes: list[str]) -> _Source:
             return da.zeros((0, *shape), dtype=dtype)
         mm = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(n, *shape))
         chunks = (_chunk_frames(shape, dtype), *shape)
-        return da.from_array(mm, chunks=chunks, name=_dask_name(path), asarray=False)
+        return da.from_array(
+            _MemmapFrames(mm), chunks=chunks, name=_dask_name(path), asarray=False
+        )
 
     return _Source(path, frames, shape, dtype, to_dask)
+
+
+class _MemmapFrames:
+    """A memmap that dask cannot copy.
+
+    ``da.from_array`` copies array inputs that have a ``copy`` method (an
+    ``np.memmap`` does), which reads the whole file at open: GBs of I/O and memory.
+    Behind this minimal array protocol, only the chunks asked for are read.
+    """
+
+    def __init__(self, mm: np.memmap) -> None:
+        self._mm = mm
+        self.shape: tuple[int, ...] = mm.shape
+        self.dtype = mm.dtype
+        self.ndim = mm.ndim
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self._mm[key])
 
 
 def _declared_frames(description: str) -> int | None:

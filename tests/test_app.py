@@ -1,0 +1,66 @@
+"""The ``mesofield-napari gui`` app: argument checks in-process, one real scripted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+
+from mesofield_napari.cli import main
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["gui", "--record-frames", "5"], "--record-frames needs --out DIR"),
+        (["gui", "--quit"], "--quit only makes sense with --record-frames"),
+        (["gui", "--record-frames", "0", "--out", "x"], "must be at least 1"),
+        (
+            ["gui", "--record-frames", "5", "--out", "{tmp}", "--screenshot", "a.jpg"],
+            "--screenshot must be a .png file",
+        ),
+        (["gui", "--config", "{tmp}/missing.cfg"], "configuration not found"),
+    ],
+)
+def test_bad_gui_arguments_are_one_line_errors(argv, message, tmp_path, capsys):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_scripted_gui_records_through_the_widget_and_saves_a_screenshot(tmp_path):
+    out, shot = tmp_path / "runs", tmp_path / "shot.png"
+    env = {
+        **os.environ,
+        # offline: fail icon downloads at once (connection refused) instead of DNS
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+    }
+    cmd = [
+        sys.executable, "-m", "mesofield_napari", "gui",
+        "--record-frames", "25", "--out", str(out), "--size", "64x80",
+        "--screenshot", str(shot), "--quit", "--json",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout[proc.stdout.index("{") :])
+    assert result["ok"] and result["frames"] == 25 and result["errors"] == []
+    (tiff,) = out.rglob("*.ome.tiff")
+    assert tifffile.imread(tiff).shape == (25, 64, 80)
+    (manifest,) = out.rglob("*_manifest.json")
+    assert json.loads(manifest.read_text())["complete"] is True
+    img = cv2.imread(str(shot))
+    assert img is not None and img.shape[0] > 300 and img.shape[1] > 400
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 50  # a real window, not blank
