@@ -1,11 +1,12 @@
-# One-command set-up for a fresh Linux machine: `make demo` runs the main job,
-# `make test` runs the test-suite. Both create .venv and install what they need.
+# One-command set-up for a fresh Linux machine: `make demo` runs the main job (the
+# napari app records a run through the recorder widget, under Xvfb when there is no
+# screen), `make test` runs the test-suite. Both create .venv and install what they need.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo-output
 
-.PHONY: demo test lint bench clean system-deps
+.PHONY: demo record app test lint bench clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +21,16 @@ system-deps:
 	bash scripts/install-system-deps.sh
 
 demo: $(VENV)/.installed system-deps
+	scripts/with-display.sh $(BIN)/mesofield-napari gui --record-frames 200 \
+		--out $(DEMO_OUT) --writer both --screenshot $(DEMO_OUT)/recorder.png --quit
+
+# the same run without napari (headless command line)
+record: $(VENV)/.installed
 	$(BIN)/mesofield-napari record --out $(DEMO_OUT) --frames 200 --writer both
+
+# the app for interactive use (simulated camera unless CONFIG=path/to/MMConfig.cfg)
+app: $(VENV)/.installed system-deps
+	$(BIN)/mesofield-napari gui $(if $(CONFIG),--config $(CONFIG))
 
 test: $(VENV)/.installed system-deps
 	$(BIN)/python -m pytest
@@ -29,8 +39,11 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-bench: $(VENV)/.installed
-	$(BIN)/python benchmarks/bench_writers.py
+bench: $(VENV)/.installed system-deps
+	$(BIN)/python benchmarks/bench_writers.py --markdown
+	$(BIN)/python benchmarks/bench_reader.py
+	$(BIN)/python benchmarks/bench_batch.py
+	scripts/with-display.sh $(BIN)/python benchmarks/bench_gui_recording.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT)

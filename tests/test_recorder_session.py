@@ -191,3 +191,18 @@ def test_armed_session_records_each_mda_into_its_own_run(sim_core, camera, tmp_p
     manifests = sorted(tmp_path.rglob("*_manifest.json"))
     assert len(manifests) == 2
     assert all(json.loads(p.read_text())["complete"] for p in manifests)
+
+
+def test_status_warns_before_the_disk_fills(sim_core, tmp_path, monkeypatch):
+    import mesofield_napari.recorder as recorder_mod
+
+    sim_core.setExposure(2.0)
+    # pretend the disk is small: the warning threshold above the free space
+    monkeypatch.setattr(recorder_mod, "LOW_DISK_BYTES", 2**62)
+    session = RecordingSession(sim_core, settings(tmp_path, frames=5000))
+    session.start()
+    wait_until(lambda: session.status().frames_acquired >= 5)
+    st = session.status()
+    session.stop()
+    assert session.wait(30)
+    assert any("disk nearly full" in w and "GiB free" in w for w in st.warnings)

@@ -47,6 +47,9 @@ def mm(viewer):
     win = open_main_window(viewer, core)
     yield core, win
     core.mda.cancel()
+    # what napari-micromanager does when its window is destroyed (removes the
+    # temporary folders behind its MDA layers), done now rather than at GC time
+    win._cleanup()
 
 
 def make_recorder(viewer, qtbot, root: Path, **fields) -> RecorderWidget:
@@ -252,7 +255,7 @@ def test_follows_a_core_swap(viewer, mm, qtbot, tmp_path):
 
 def test_without_micromanager_records_on_its_own_sim_core(viewer, qtbot, tmp_path):
     rec = RecorderWidget(viewer)
-    assert find_main_window(viewer) is None
+    assert find_main_window(viewer.window._qt_window) is None
     assert "simulated camera" in rec.core_label.text()
     rec.root_edit.setText(str(tmp_path))
     rec.frames_spin.setValue(8)
@@ -340,3 +343,35 @@ def _read_png(path: Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     assert img is not None, path
     return img
+
+
+def test_recorder_is_a_plugin_widget_in_file_acquire(viewer, mm, qtbot, tmp_path):
+    core, _ = mm
+    _, widget = viewer.window.add_plugin_dock_widget("mesofield-napari", "Recorder")
+    assert isinstance(widget, RecorderWidget)
+    assert widget.core is core
+    from napari._app_model import get_app_model
+
+    menu = get_app_model().menus.get_menu("napari/file/acquire")
+    commands = {getattr(item, "command", None) for item in menu}
+    ids = {getattr(c, "id", "") for c in commands if c is not None}
+    assert any(i.startswith("mesofield-napari") for i in ids)
+
+
+def test_writers_run_on_the_acquisition_thread_with_qt_signals(viewer, qtbot):
+    """A core made after the QApplication emits Qt signals; writers must not run
+    on the GUI thread (unbounded event queue), so they connect directly."""
+    import threading
+
+    from mesofield_napari.data._signals import connect_direct, is_qt_signal
+
+    core = create_sim_core(SMALL, exposure_ms=0)
+    assert is_qt_signal(core.mda.events.frameReady)
+    threads: list[str] = []
+    connect_direct(
+        core.mda.events.frameReady,
+        lambda *a: threads.append(threading.current_thread().name),
+    )
+    core.run_mda(useq.MDASequence(time_plan={"interval": 0, "loops": 4})).join(30)
+    assert len(threads) == 4
+    assert threading.main_thread().name not in threads

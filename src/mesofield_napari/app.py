@@ -130,7 +130,7 @@ def script_recording(
     recorder.finished.connect(finished)
     QTimer.singleShot(500, start)  # after the window is shown
     if opts.quit:
-        timer = QTimer(viewer.window._qt_window)
+        timer = QTimer(recorder)
         timer.setSingleShot(True)
         timer.timeout.connect(give_up)
         timer.start(int(opts.timeout_s * 1000))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import napari
     from pymmcore_plus import CMMCorePlus
+    from qtpy.QtWidgets import QWidget
 
 
 def micromanager_available() -> bool:
@@ -24,15 +25,16 @@ def micromanager_available() -> bool:
     return True
 
 
-def find_main_window(viewer: napari.Viewer) -> Any | None:
-    """napari-micromanager's ``MainWindow`` docked in ``viewer``, if any."""
-    if not micromanager_available():
+def find_main_window(qt_window: QWidget | None) -> Any | None:
+    """napari-micromanager's ``MainWindow`` docked in napari's ``qt_window``, if any.
+
+    Widgets find ``qt_window`` as their own ``window()`` once docked: plugin widgets
+    get a viewer proxy without access to napari's private Qt window.
+    """
+    if qt_window is None or not micromanager_available():
         return None
     from napari_micromanager import MainWindow
 
-    qt_window = getattr(viewer.window, "_qt_window", None)
-    if qt_window is None:
-        return None
     return qt_window.findChild(MainWindow)
 
 
@@ -46,7 +48,7 @@ def open_main_window(viewer: napari.Viewer, core: CMMCorePlus) -> Any:
 
 
 @contextlib.contextmanager
-def display_suppressed(viewer: napari.Viewer, core: CMMCorePlus) -> Iterator[None]:
+def display_suppressed(qt_window: QWidget | None, core: CMMCorePlus) -> Iterator[None]:
     """Keep napari-micromanager from also storing our own time-lapse.
 
     Its MDA handler copies every frame of every MDA on its core into a temporary zarr
@@ -55,7 +57,7 @@ def display_suppressed(viewer: napari.Viewer, core: CMMCorePlus) -> Iterator[Non
     layer instead, so the handler is disconnected for the duration of our run (only
     when it is attached to this very core), and reconnected after.
     """
-    win = find_main_window(viewer)
+    win = find_main_window(qt_window)
     link = getattr(win, "_core_link", None) if win is not None else None
     handler = getattr(link, "_mda_handler", None)
     pairs = list(getattr(handler, "_connections", []) or [])

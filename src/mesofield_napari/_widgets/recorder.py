@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMainWindow,
     QPlainTextEdit,
     QPushButton,
     QSpinBox,
@@ -138,11 +139,9 @@ class RecorderWidget(QWidget):
         self._status_timer.timeout.connect(self._tick)
         self._status_timer.start()
 
-        # finalize on napari closing, whichever way it closes
-        self._close_watcher: _CloseWatcher | None = None
-        if (qt_window := getattr(napari_viewer.window, "_qt_window", None)) is not None:
-            self._close_watcher = _CloseWatcher(self.shutdown, self)
-            qt_window.installEventFilter(self._close_watcher)
+        # finalize on napari closing, whichever way it closes (watched once docked)
+        self._close_watcher = _CloseWatcher(self.shutdown, self)
+        self._watched: QWidget | None = None
         app_ref = weakref.ref(self)
         from qtpy.QtWidgets import QApplication
 
@@ -350,10 +349,15 @@ class RecorderWidget(QWidget):
             core = self._sim_core()
         return core
 
+    def _napari_window(self) -> QWidget | None:
+        """napari's main window once this widget is docked in it (else None)."""
+        top = self.window()
+        return top if isinstance(top, QMainWindow) else None
+
     def _find_core(self) -> CMMCorePlus | None:
         if self._given_core is not None:
             return self._given_core
-        win = find_main_window(self.viewer)
+        win = find_main_window(self._napari_window())
         if win is not None:
             return win.core
         return self._own_core
@@ -367,7 +371,7 @@ class RecorderWidget(QWidget):
 
     def open_micromanager(self) -> Any:
         """Dock napari-micromanager (on the simulated camera unless one is there)."""
-        win = find_main_window(self.viewer)
+        win = find_main_window(self._napari_window())
         if win is None:
             win = open_main_window(self.viewer, self._sim_core())
         self._rebind_core()
@@ -390,7 +394,7 @@ class RecorderWidget(QWidget):
 
     def _describe_core(self) -> None:
         core = self._core
-        has_mm = find_main_window(self.viewer) is not None
+        has_mm = find_main_window(self._napari_window()) is not None
         self.open_mm_button.setVisible(micromanager_available() and not has_mm)
         if core is None:
             self.core_label.setText(
@@ -442,7 +446,7 @@ class RecorderWidget(QWidget):
 
     def _start_timelapse(self, core: CMMCorePlus) -> None:
         session = self._new_session(core)
-        self._suppress.enter_context(display_suppressed(self.viewer, core))
+        self._suppress.enter_context(display_suppressed(self._napari_window(), core))
         try:
             run = session.start()
         except Exception as exc:
@@ -598,15 +602,21 @@ class RecorderWidget(QWidget):
 
     # ------------------------------------------------------------------ Qt
     def event(self, ev: QEvent | None) -> bool:
-        # napari removes a closed dock by re-parenting its widget to None
-        if (
-            ev is not None
-            and ev.type() == QEvent.Type.ParentChange
-            and self.parent() is None
-            and self.session is not None
-        ):
-            self.shutdown()
+        if ev is not None and ev.type() == QEvent.Type.ParentChange:
+            if self.parent() is None:
+                # napari removes a closed dock by re-parenting its widget to None
+                if self.session is not None:
+                    self.shutdown()
+            else:  # docked: the dock may reach napari's window only a bit later
+                QTimer.singleShot(0, self._watch_napari_window)
         return super().event(ev)
+
+    def _watch_napari_window(self) -> None:
+        top = self._napari_window()
+        if top is not None and top is not self._watched:
+            top.installEventFilter(self._close_watcher)
+            self._watched = top
+        self._rebind_core()
 
     def closeEvent(self, ev: Any) -> None:
         self.shutdown()

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Run a GUI command on the real screen, or under a virtual one (Xvfb) when there is
+# no screen (servers, CI). Usage: scripts/with-display.sh <command> [args...]
+set -euo pipefail
+if [ -n "${DISPLAY:-}" ] || [ -n "${WAYLAND_DISPLAY:-}" ]; then
+    exec "$@"
+fi
+if ! command -v xvfb-run >/dev/null; then
+    echo "no screen and no xvfb-run: run 'make system-deps' as root first" >&2
+    exit 2
+fi
+exec xvfb-run -a -s "-screen 0 1920x1200x24" "$@"
