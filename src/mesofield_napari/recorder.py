@@ -420,23 +420,25 @@ class RecordingSession:
             self.on_run_finished(outcome)
 
     # ------------------------------------------------------------ MDA callbacks
-    def _connect(self) -> None:
-        if self._connected:
-            return
+    def _signal_pairs(self) -> list[tuple[Any, Callable[..., None]]]:
         ev = self.core.mda.events
-        connect_direct(ev.sequenceStarted, self._on_started)
-        connect_direct(ev.frameReady, self._on_frame)
-        connect_direct(ev.sequenceFinished, self._on_finished)
-        self._connected = True
+        return [
+            (ev.sequenceStarted, self._on_started),
+            (ev.frameReady, self._on_frame),
+            (ev.sequenceFinished, self._on_finished),
+        ]
+
+    def _connect(self) -> None:
+        if not self._connected:
+            for signal, slot in self._signal_pairs():
+                connect_direct(signal, slot)  # on the acquisition thread
+            self._connected = True
 
     def _disconnect(self) -> None:
-        if not self._connected:
-            return
-        ev = self.core.mda.events
-        disconnect_quietly(ev.sequenceStarted, self._on_started)
-        disconnect_quietly(ev.frameReady, self._on_frame)
-        disconnect_quietly(ev.sequenceFinished, self._on_finished)
-        self._connected = False
+        if self._connected:
+            for signal, slot in self._signal_pairs():
+                disconnect_quietly(signal, slot)
+            self._connected = False
 
     def _on_started(self, seq: useq.MDASequence, meta: Any = None) -> None:
         if self.mode == "timelapse":
