@@ -79,35 +79,20 @@ def dropped_frames(entries: list[dict[str, Any]], times_s: np.ndarray) -> int:
 
 
 def _file_shape(data: Path) -> tuple[tuple[int, ...] | None, str | None, str | None]:
-    """(shape, dtype, codec) read from the file header without loading pixels."""
-    ext = split_extension(data)[1].lower()
+    """(shape, dtype, codec) from the file's headers: O(1), however long the file.
+
+    Shares the reader's opening logic (first TIFF page only, or the video's header),
+    so a 100 GB recording is summarised without walking its pages.
+    """
+    from .recording import _open_source
+
+    if not data.exists():
+        return None, None, None
     try:
-        if ext in (".mp4", ".avi"):
-            import cv2
-
-            cap = cv2.VideoCapture(os.fspath(data))
-            try:
-                if not cap.isOpened():
-                    return None, None, None
-                n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-                h, w = (
-                    int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-                    int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-                )
-                code = int(cap.get(cv2.CAP_PROP_FOURCC))
-                codec = "".join(chr((code >> 8 * i) & 0xFF) for i in range(4)).strip(
-                    "\0"
-                )
-            finally:
-                cap.release()
-            return (n, h, w), "uint8", codec
-        import tifffile
-
-        with tifffile.TiffFile(data) as tf:
-            series = tf.series[0]
-            return tuple(series.shape), str(series.dtype), None
+        source = _open_source(data, [])
     except Exception:
         return None, None, None
+    return (source.frames, *source.frame_shape), str(source.dtype), source.codec
 
 
 def summarize_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
