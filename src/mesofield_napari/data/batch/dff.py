@@ -205,21 +205,43 @@ def _pixel_f0(
     itemsize = rec.dtype.itemsize
     rows = max(1, min(h, _ROW_BAND_BYTES // max(1, len(samples) * w * itemsize)))
     f0 = np.empty((h, w), dtype=np.float64)
-    bands = range(0, h, rows)
     done = 0
-    for y0 in bands:
-        stack = np.empty((len(samples), min(rows, h - y0), w), dtype=rec.dtype)
-        for i, idx in enumerate(samples):
-            steps.check()
-            frame = rec.frame_block(int(idx), int(idx) + 1, key)
-            stack[i] = frame[0, y0 : y0 + rows]
-            del frame
-        f0[y0 : y0 + rows] = np.percentile(stack, percentile, axis=0) - offset
+    probe = rec.frame_block(0, 1, key)
+    mapped = isinstance(probe, np.memmap) or isinstance(probe.base, np.memmap)
+    for y0 in range(0, h, rows):
+        steps.check()
+        if mapped:  # one map per band; fancy indexing reads only these rows
+            frames = rec.frame_block(0, int(samples[-1]) + 1, key)
+            stack = frames[samples, y0 : y0 + rows]
+            del frames
+        else:  # decoded sources: frame by frame
+            stack = np.stack(
+                [
+                    rec.frame_block(int(i), int(i) + 1, key)[0, y0 : y0 + rows]
+                    for i in samples
+                ]
+            )
+        f0[y0 : y0 + rows] = _percentile_axis0(stack, percentile) - offset
         # progress in sample frames: the share of rows done so far
         now = round(len(samples) * min(h, y0 + rows) / h)
         steps.advance(now - done)
         done = now
     return f0
+
+
+def _percentile_axis0(stack: np.ndarray, percentile: float) -> np.ndarray:
+    """``numpy.percentile(stack, percentile, axis=0)`` (linear), pixel-major: faster."""
+    m = len(stack)
+    pos = percentile / 100.0 * (m - 1)
+    k = int(np.floor(pos))
+    frac = pos - k
+    flat = np.ascontiguousarray(stack.reshape(m, -1).T)  # (pixels, samples)
+    kth = [k, k + 1] if frac > 0 and k + 1 < m else [k]
+    part = np.partition(flat, kth, axis=-1)
+    low = part[:, k].astype(np.float64)
+    if len(kth) == 2:
+        low += frac * (part[:, k + 1] - low)
+    return low.reshape(stack.shape[1:])
 
 
 def _weighted_means(block: np.ndarray, weights: np.ndarray) -> np.ndarray:

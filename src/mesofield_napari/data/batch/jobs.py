@@ -36,7 +36,8 @@ __all__ = [
     "run_folder",
 ]
 
-BLOCK_BYTES = 32 * 2**20  # frames read at once: a few of these bound memory use
+BLOCK_BYTES = 32 * 2**20  # frames handled at once
+MAP_BYTES = 256 * 2**20  # frames mapped at once (file-backed pages, reclaimable)
 ProgressCallback = Callable[[int, int], None]
 RecordingLike = Union["Recording", str, os.PathLike]
 
@@ -171,16 +172,21 @@ def iter_blocks(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """``(first frame, block)`` over frames ``start:stop``; progress after each block.
 
-    Blocks of a memory-mapped TIFF are views (no copy); each is unmapped once dropped.
+    Blocks of a memory-mapped TIFF are views (no copy) of a map spanning about
+    :data:`MAP_BYTES`, unmapped once its blocks are done: one map per span is much
+    cheaper than one per block, and memory stays bounded whatever the file length.
     """
     size = block_frames(rec, chunk_frames)
+    span = size * max(1, MAP_BYTES // BLOCK_BYTES)
     steps.check()
-    for first in range(start, stop, size):
-        last = min(first + size, stop)
-        block = rec.frame_block(first, last, position)
-        yield first, block
-        del block
-        steps.advance(last - first)
+    for w0 in range(start, stop, span):
+        w1 = min(w0 + span, stop)
+        window = rec.frame_block(w0, w1, position)
+        for first in range(w0, w1, size):
+            last = min(first + size, w1)
+            yield first, window[first - w0 : last - w0]
+            steps.advance(last - first)
+        del window
 
 
 def frame_count(rec: Recording, position: str | None, max_frames: int | None) -> int:

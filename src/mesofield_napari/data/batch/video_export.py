@@ -37,6 +37,7 @@ __all__ = ["VideoResult", "auto_contrast", "export_video"]
 DEFAULT_FPS = 30.0
 CONTRAST_SAMPLES = 32
 CONTRAST_PERCENTILES = (0.5, 99.5)
+QUEUE_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -112,7 +113,9 @@ def export_video(
     lo, hi = mapping.limits  # type: ignore[misc]
     tmp = temp_name(final)
     steps = Steps(n, progress, cancel)
-    writer = CV2Writer(tmp, fps=float(fps), fourcc=fourcc)  # uint8 in: passthrough
+    # uint8 in: passthrough. Reading outpaces the encoder, so a deep queue would only
+    # hold memory: 64 MB keeps it bounded and small.
+    writer = CV2Writer(tmp, fps=float(fps), fourcc=fourcc, max_queue_bytes=QUEUE_BYTES)
     height, width = rec.shape[1:3]
     is_color = len(rec.shape) == 4
     writer.begin(width, height, is_color=is_color)
