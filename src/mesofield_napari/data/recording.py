@@ -117,6 +117,7 @@ class _Source:
     to_dask: Callable[[int], da.Array]  # n frames -> lazy (n, *frame_shape)
     codec: str | None = None
     fps: float | None = None
+    memmap: Callable[[int], np.memmap] | None = None  # n frames -> (n, *frame_shape)
 
 
 def _chunk_frames(frame_shape: tuple[int, ...], dtype: np.dtype) -> int:
@@ -164,18 +165,23 @@ def _open_tiff(path: Path, notes: list[str]) -> _Source:
             f"{path.name} is truncated: {in_file} of {declared} frame(s) complete"
         )
 
+    def memmap(n: int) -> np.memmap:
+        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(n, *shape))
+
     def to_dask(n: int) -> da.Array:
         import dask.array as da
 
         if n == 0:
             return da.zeros((0, *shape), dtype=dtype)
-        mm = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(n, *shape))
         chunks = (_chunk_frames(shape, dtype), *shape)
         return da.from_array(
-            _MemmapFrames(mm), chunks=chunks, name=_dask_name(path), asarray=False
+            _MemmapFrames(memmap(n)),
+            chunks=chunks,
+            name=_dask_name(path),
+            asarray=False,
         )
 
-    return _Source(path, frames, shape, dtype, to_dask)
+    return _Source(path, frames, shape, dtype, to_dask, memmap=memmap)
 
 
 class _MemmapFrames:
@@ -382,12 +388,11 @@ class Recording:
         key = self._key(position)
         n = self._frames[key]
         start, stop, _ = slice(start, stop).indices(n)
-        arr = self._sources[key].to_dask(n)
-        original = dict(arr.dask).get(f"original-{arr.name}") if n else None
-        mm = getattr(original, "_mm", original)  # unwrap _MemmapFrames
-        if isinstance(mm, np.memmap):
-            return mm[start:stop]
-        return np.asarray(arr[start:stop].compute(scheduler="synchronous"))
+        source = self._sources[key]
+        if source.memmap is not None and n:
+            return source.memmap(n)[start:stop]
+        arr = source.to_dask(n)[start:stop]
+        return np.asarray(arr.compute(scheduler="synchronous"))
 
     def metadata_for(self, position: str | None = None) -> list[dict[str, Any]]:
         key = self._key(position)
