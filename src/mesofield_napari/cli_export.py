@@ -21,27 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-OPERATION_CHOICES = ("mean-trace", "dff", "video", "montage")
-# option -> the operations it applies to
-_APPLIES = {
-    "roi": ("mean-trace",),
-    "method": ("dff",),
-    "camera_offset": ("dff",),
-    "fs": ("dff",),
-    "percentile": ("dff",),
-    "window_seconds": ("dff",),
-    "f0_floor": ("dff",),
-    "n_f0_samples": ("dff",),
-    "chunk_frames": ("dff",),
-    "fix_first_frame": ("dff",),
-    "fps": ("video",),
-    "fourcc": ("video",),
-    "ext": ("video",),
-    "contrast": ("video",),
-    "frame": ("montage",),
-    "columns": ("montage",),
-    "name": ("montage",),
-}
+from ._export_options import OPERATION_CHOICES, OPTION_OPERATION
 
 
 def _positive_float(text: str) -> float:
@@ -63,10 +43,9 @@ def _percent(text: str) -> float:
 
 
 def _finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    from .cli import _number
+
+    value = _number(text)
     if value != value or value in (float("inf"), float("-inf")):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
@@ -151,11 +130,11 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
     from .cli import CLIError
 
     params: dict[str, Any] = {}
-    for opt, ops in _APPLIES.items():
+    for opt, operation in OPTION_OPERATION.items():
         value = getattr(args, opt)
         if value is None:
             continue
-        if args.operation not in ops:
+        if args.operation != operation:
             flag = "--no-fix-first-frame" if opt == "fix_first_frame" else opt
             flag = flag if flag.startswith("--") else "--" + flag.replace("_", "-")
             raise CLIError(f"{flag} does not apply to {args.operation}")

@@ -33,7 +33,6 @@ from magicgui.widgets import (
     Select,
     SpinBox,
 )
-from matplotlib.figure import Figure
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
@@ -42,7 +41,6 @@ from qtpy.QtWidgets import (
     QHeaderView,
     QLabel,
     QPushButton,
-    QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -67,7 +65,14 @@ from ..data.batch.requests import (
     trace_matches,
     trace_path,
 )
-from .inspector import LINE_COLOR, _Canvas, _theme_colors
+from ._plot import (
+    LINE_COLOR,
+    make_plot,
+    placeholder,
+    style_axes,
+    theme_colors,
+    top_legend,
+)
 
 if TYPE_CHECKING:
     import napari.viewer
@@ -121,7 +126,7 @@ class BatchExportWidget(QWidget):
     ) -> None:
         super().__init__(parent)
         self._viewer = napari_viewer
-        self._bg, self._fg = _theme_colors(napari_viewer)
+        self._bg, self._fg = theme_colors(napari_viewer)
         self.outcome: BatchOutcome | None = None
         self.trace_lines: list[Line2D] = []
         self.worker: Any = None
@@ -309,14 +314,7 @@ class BatchExportWidget(QWidget):
         self.results.setMinimumHeight(120)
         self.results.itemSelectionChanged.connect(self._on_row_selected)
 
-        self.figure = Figure(figsize=(4.0, 2.4), dpi=100)
-        self.figure.set_facecolor(self._bg)
-        self.axes = self.figure.add_subplot()
-        self.canvas = _Canvas(self.figure)
-        self.canvas.setMinimumHeight(200)
-        self.canvas.setSizePolicy(
-            QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding
-        )
+        self.figure, self.axes, self.canvas = make_plot(self._bg, 2.4, 200)
 
         self.add_button = QPushButton("Add trace to viewer")
         self.add_button.setObjectName("batchAddTrace")
@@ -630,25 +628,14 @@ class BatchExportWidget(QWidget):
         ax = self.axes
         ax.clear()
         self.trace_lines = []
-        ax.set_facecolor(self._bg)
-        for spine in ax.spines.values():
-            spine.set_color(self._fg)
-        ax.tick_params(colors=self._fg, labelsize=8)
-        ax.xaxis.label.set_color(self._fg)
-        ax.yaxis.label.set_color(self._fg)
+        style_axes(ax, self._bg, self._fg)
         if not traces:
-            ax.text(
-                0.5,
-                0.5,
+            placeholder(
+                ax,
                 "traces appear here after a mean-trace or dff run",
-                ha="center",
-                va="center",
-                color=self._fg,
+                self._fg,
                 fontsize=8,
-                transform=ax.transAxes,
             )
-            ax.set_xticks([])
-            ax.set_yticks([])
             self.canvas.draw_idle()
             return
         xlabels = set()
@@ -667,17 +654,7 @@ class BatchExportWidget(QWidget):
         ax.set_xlabel(" / ".join(sorted(xlabels)), fontsize=9)
         ax.set_ylabel(traces[0].quantity, fontsize=9)
         if len(traces) <= 2 * LEGEND_ROWS:  # above the axes, in the top margin
-            legend = ax.legend(
-                loc="lower left",
-                bbox_to_anchor=(0.0, 1.02, 1.0, 0.1),
-                mode="expand",
-                borderaxespad=0.0,
-                fontsize=7,
-                frameon=False,
-                ncols=1 if len(traces) <= LEGEND_ROWS else 2,
-            )
-            for text in legend.get_texts():
-                text.set_color(self._fg)
+            top_legend(ax, self._fg, ncols=1 if len(traces) <= LEGEND_ROWS else 2)
         self._on_row_selected()
         self.canvas.draw_idle()
 

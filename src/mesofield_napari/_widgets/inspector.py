@@ -15,12 +15,18 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFormLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFormLayout, QLabel, QVBoxLayout, QWidget
 
 from ..data.inspection import DROP_FACTOR, Inspection, inspect_layer
+from ._plot import (
+    LINE_COLOR,
+    make_plot,
+    placeholder,
+    style_axes,
+    theme_colors,
+    top_legend,
+)
 
 if TYPE_CHECKING:
     import napari.viewer
@@ -28,34 +34,6 @@ if TYPE_CHECKING:
 
 NO_RECORDING = "Select a mesofield recording layer to inspect its frame timing."
 GAP_COLOR = "#e0393e"
-LINE_COLOR = "#4aa3df"
-
-
-def _theme_colors(viewer: Any) -> tuple[str, str]:
-    """(background, text) of the viewer's theme; a dark default otherwise."""
-    try:
-        from napari.utils.theme import get_theme
-
-        theme = get_theme(viewer.theme)
-        return theme.background.as_hex(), theme.text.as_hex()
-    except Exception:
-        return "#262930", "#f0f1f2"
-
-
-class _Canvas(FigureCanvasQTAgg):
-    """A canvas with fixed pixel margins (constrained layout warns when tiny)."""
-
-    MARGINS_PX = (58, 12, 40, 62)  # left, right, bottom, top (legend above the axes)
-
-    def draw(self) -> None:
-        fig = self.figure
-        w, h = fig.get_size_inches() * fig.dpi
-        left, right, bottom, top = self.MARGINS_PX
-        if w > left + right + 20 and h > bottom + top + 20:
-            fig.subplots_adjust(
-                left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h
-            )
-        super().draw()
 
 
 class RecordingInspector(QWidget):
@@ -77,7 +55,7 @@ class RecordingInspector(QWidget):
         self.interval_line: Line2D | None = None
         self.gap_line: Line2D | None = None
         self.median_line: Line2D | None = None
-        self._bg, self._fg = _theme_colors(napari_viewer)
+        self._bg, self._fg = theme_colors(napari_viewer)
 
         layout = QVBoxLayout(self)
         self.message = QLabel(NO_RECORDING)
@@ -101,14 +79,7 @@ class RecordingInspector(QWidget):
             self.values[label] = value
         layout.addWidget(self.summary)
 
-        self.figure = Figure(figsize=(4.0, 2.6), dpi=100)
-        self.figure.set_facecolor(self._bg)
-        self.axes = self.figure.add_subplot()
-        self.canvas = _Canvas(self.figure)
-        self.canvas.setMinimumHeight(220)
-        self.canvas.setSizePolicy(
-            QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding
-        )
+        self.figure, self.axes, self.canvas = make_plot(self._bg, 2.6, 220)
         layout.addWidget(self.canvas, stretch=1)
 
         self._events = napari_viewer.layers.selection.events.active
@@ -177,29 +148,13 @@ class RecordingInspector(QWidget):
         ax = self.axes
         ax.clear()
         self.interval_line = self.gap_line = self.median_line = None
-        ax.set_facecolor(self._bg)
-        for spine in ax.spines.values():
-            spine.set_color(self._fg)
-        ax.tick_params(colors=self._fg, labelsize=8)
-        ax.xaxis.label.set_color(self._fg)
-        ax.yaxis.label.set_color(self._fg)
-        ax.title.set_color(self._fg)
+        style_axes(ax, self._bg, self._fg)
         ax.set_xlabel("frame index", fontsize=9)
         ax.set_ylabel("inter-frame interval (ms)", fontsize=9)
         intervals = insp.intervals_ms if insp is not None else np.zeros(0)
         if insp is None or not np.isfinite(intervals).any():
             text = "no recording" if insp is None else "no frame timestamps"
-            ax.text(
-                0.5,
-                0.5,
-                text,
-                ha="center",
-                va="center",
-                color=self._fg,
-                transform=ax.transAxes,
-            )
-            ax.set_xticks([])
-            ax.set_yticks([])
+            placeholder(ax, text, self._fg)
             self.canvas.draw_idle()
             return
         x = insp.interval_frames
@@ -226,14 +181,5 @@ class RecordingInspector(QWidget):
         finite = intervals[np.isfinite(intervals)]
         top = float(finite.max())
         ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)
-        legend = ax.legend(  # above the axes: never hides a gap
-            loc="lower left",
-            bbox_to_anchor=(0.0, 1.02, 1.0, 0.1),
-            mode="expand",
-            borderaxespad=0.0,
-            fontsize=7,
-            frameon=False,
-        )
-        for text in legend.get_texts():
-            text.set_color(self._fg)
+        top_legend(ax, self._fg)  # above the axes: never hides a gap
         self.canvas.draw_idle()

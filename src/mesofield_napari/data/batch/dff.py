@@ -34,11 +34,10 @@ from .jobs import (
     ProgressCallback,
     RecordingLike,
     Steps,
-    as_recording,
     atomic_output,
     check_output,
-    frame_count,
     iter_blocks,
+    open_job,
     output_stem,
     resolve_out_dir,
     times_for,
@@ -126,9 +125,7 @@ def dff_trace(
     _check_params(method, percentile, window_seconds, f0_floor, n_f0_samples)
     if int(chunk_frames) < 1:
         raise ValueError(f"chunk_frames must be at least 1, got {chunk_frames}")
-    rec = as_recording(rec)
-    key = position if position is not None else rec.positions[0]
-    n = frame_count(rec, key, max_frames)
+    rec, key, n = open_job(rec, position, max_frames)
     t = times_for(rec, key, n)
     if fs is None:
         fs = sampling_rate(t)

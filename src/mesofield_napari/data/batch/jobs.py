@@ -31,7 +31,9 @@ __all__ = [
     "atomic_output",
     "default_out_dir",
     "iter_blocks",
+    "open_job",
     "output_stem",
+    "position_key",
     "resolve_out_dir",
     "run_folder",
 ]
@@ -82,13 +84,27 @@ def as_recording(rec: RecordingLike) -> Recording:
     return rec if isinstance(rec, Recording) else open_recording(rec)
 
 
+def position_key(rec: Recording, position: str | None) -> str:
+    """``position``, or the recording's first position when None."""
+    return position if position is not None else rec.positions[0]
+
+
+def open_job(
+    rec: RecordingLike, position: str | None, max_frames: int | None
+) -> tuple[Recording, str, int]:
+    """A job's ``(recording, position, frames)``, checked (see :func:`frame_count`)."""
+    rec = as_recording(rec)
+    key = position_key(rec, position)
+    return rec, key, frame_count(rec, key, max_frames)
+
+
 def output_stem(rec: Recording, position: str | None = None) -> str:
     """The data file's name without its (compound) extension: ``x.ome.tiff`` -> ``x``.
 
     A video source keeps its type, ``x.mp4`` -> ``x_mp4``, so the outputs of a run's
     TIFF and video of one camera (same stem) do not collide.
     """
-    key = position if position is not None else rec.positions[0]
+    key = position_key(rec, position)
     stem, ext = split_extension(rec.files[key].name)
     tag = "" if rec.kind == "tiff" else "_" + ext.lstrip(".").lower()
     return Path(stem).name + tag

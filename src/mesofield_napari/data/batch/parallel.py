@@ -326,8 +326,9 @@ def run_batch(
             opened[i] = _open(p)
         except Exception as exc:
             jobs[i] = JobResult(p, ok=False, error=_describe(exc))
+    batch = _Batch(jobs, opened, out_dir, overwrite, params, cancel)
     if name == "montage":
-        _montage_jobs(jobs, opened, out_dir, overwrite, params, progress, cancel)
+        _montage_jobs(batch, progress)
     else:
         totals = {}
         for i, (rec, _) in opened.items():
@@ -340,13 +341,9 @@ def run_batch(
                 totals[i] = 0
         agg = _Aggregate(totals, progress)
         if scheduler is not None:
-            _run_dask(
-                name, scheduler, jobs, opened, out_dir, overwrite, params, agg, cancel
-            )
+            _run_dask(name, scheduler, batch, agg)
         else:
-            _run_local(
-                fn, int(workers), jobs, opened, out_dir, overwrite, params, agg, cancel
-            )
+            _run_local(fn, int(workers), batch, agg)
     done = [j for j in jobs if j is not None]
     return BatchSummary(name, done, time.perf_counter() - start)
 
@@ -362,20 +359,35 @@ def _check_params(fn: Callable[..., Any], params: dict[str, Any]) -> None:
         )
 
 
+@dataclass
+class _Batch:
+    """What every runner gets: the job slots to fill, the opened recordings (by slot,
+    with their warnings) and the options common to all jobs."""
+
+    jobs: list[JobResult | None]
+    opened: dict[int, tuple[Recording, list[str]]]
+    out_dir: Any
+    overwrite: bool
+    params: dict[str, Any]
+    cancel: CancelToken | None
+
+
 def _run_local(
-    fn: Callable[..., Any],
-    workers: int,
-    jobs: list[JobResult | None],
-    opened: dict[int, tuple[Recording, list[str]]],
-    out_dir: Any,
-    overwrite: bool,
-    params: dict[str, Any],
-    agg: _Aggregate,
-    cancel: CancelToken | None,
+    fn: Callable[..., Any], workers: int, batch: _Batch, agg: _Aggregate
 ) -> None:
+    jobs, opened = batch.jobs, batch.opened
+
     def one(i: int) -> JobResult:
         rec, notes = opened[i]
-        job = _run_job(fn, rec, out_dir, overwrite, params, agg.for_job(i), cancel)
+        job = _run_job(
+            fn,
+            rec,
+            batch.out_dir,
+            batch.overwrite,
+            batch.params,
+            agg.for_job(i),
+            batch.cancel,
+        )
         job.warnings = notes
         agg.finish(i)
         return job
@@ -391,33 +403,25 @@ def _run_local(
             jobs[i] = fut.result()
 
 
-def _run_dask(
-    operation: str,
-    scheduler: Any,
-    jobs: list[JobResult | None],
-    opened: dict[int, tuple[Recording, list[str]]],
-    out_dir: Any,
-    overwrite: bool,
-    params: dict[str, Any],
-    agg: _Aggregate,
-    cancel: CancelToken | None,
-) -> None:
+def _run_dask(operation: str, scheduler: Any, batch: _Batch, agg: _Aggregate) -> None:
     from distributed import Client, Event
+
+    jobs, opened, cancel = batch.jobs, batch.opened, batch.cancel
 
     own = not isinstance(scheduler, Client)
     client = Client(scheduler) if own else scheduler
     event_name = f"mesofield-cancel-{uuid.uuid4().hex}"
     event = Event(event_name, client=client)
     try:
-        out = os.fspath(out_dir) if out_dir is not None else None
+        out = os.fspath(batch.out_dir) if batch.out_dir is not None else None
         futures = {
             client.submit(
                 _remote_job,
                 operation,
                 opened[i][0].path,
                 out,
-                overwrite,
-                params,
+                batch.overwrite,
+                batch.params,
                 event_name,
                 pure=False,
                 key=f"mesofield-{operation}-{i}-{uuid.uuid4().hex[:8]}",
@@ -455,16 +459,9 @@ def _run_dask(
             client.close()
 
 
-def _montage_jobs(
-    jobs: list[JobResult | None],
-    opened: dict[int, tuple[Recording, list[str]]],
-    out_dir: Any,
-    overwrite: bool,
-    params: dict[str, Any],
-    progress: ProgressCallback | None,
-    cancel: CancelToken | None,
-) -> None:
+def _montage_jobs(batch: _Batch, progress: ProgressCallback | None) -> None:
     """One montage over every readable recording; each gets its own JobResult."""
+    jobs, opened = batch.jobs, batch.opened
     if not opened:
         return
     start = time.perf_counter()
@@ -472,11 +469,11 @@ def _montage_jobs(
     try:
         res = montage(
             list(recs.values()),
-            out_dir=out_dir,
-            overwrite=overwrite,
+            out_dir=batch.out_dir,
+            overwrite=batch.overwrite,
             progress=progress,
-            cancel=cancel,
-            **params,
+            cancel=batch.cancel,
+            **batch.params,
         )
     except Cancelled:
         for i, rec in recs.items():

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._export_options import OPERATION_CHOICES, OPTION_OPERATION
 from ..paths import split_extension
 from .dff import DFF_METHODS, dff_trace
 from .montage import montage
@@ -56,31 +57,22 @@ __all__ = [
     "traces_from_summary",
 ]
 
-OPERATION_CHOICES = ("mean-trace", "dff", "video", "montage")
 #: folders are searched recursively for these file names (our TIFF recordings)
 DEFAULT_PATTERN = "*.ome.tif*"
 VIDEO_EXTS = (".mp4", ".avi")
 
+#: the export options the widget takes apart: the ROI comes from a layer (not an
+#: option), the contrast is two spin boxes and the montage frame a mode and an index
+_WIDGET_KEYS = {
+    "roi": (),
+    "contrast": ("contrast_low", "contrast_high"),
+    "frame": ("frame", "frame_index"),
+}
 #: widget option -> the operations it applies to (as ``mesofield-napari export``)
 OPTIONS: dict[str, tuple[str, ...]] = {
-    "method": ("dff",),
-    "camera_offset": ("dff",),
-    "fs": ("dff",),
-    "percentile": ("dff",),
-    "window_seconds": ("dff",),
-    "f0_floor": ("dff",),
-    "n_f0_samples": ("dff",),
-    "chunk_frames": ("dff",),
-    "fix_first_frame": ("dff",),
-    "ext": ("video",),
-    "fps": ("video",),
-    "fourcc": ("video",),
-    "contrast_low": ("video",),
-    "contrast_high": ("video",),
-    "frame": ("montage",),
-    "frame_index": ("montage",),
-    "columns": ("montage",),
-    "name": ("montage",),
+    key: (operation,)
+    for opt, operation in OPTION_OPERATION.items()
+    for key in _WIDGET_KEYS.get(opt, (opt,))
 }
 
 

@@ -14,11 +14,10 @@ from .jobs import (
     ProgressCallback,
     RecordingLike,
     Steps,
-    as_recording,
     atomic_output,
     check_output,
-    frame_count,
     iter_blocks,
+    open_job,
     output_stem,
     resolve_out_dir,
     times_for,
@@ -138,9 +137,7 @@ def mean_trace(
     frame. Frames are read block by block straight from the memory map, so memory
     stays at a few blocks whatever the file length.
     """
-    rec = as_recording(rec)
-    key = position if position is not None else rec.positions[0]
-    n = frame_count(rec, key, max_frames)
+    rec, key, n = open_job(rec, position, max_frames)
     region = roi_mask(roi, tuple(rec.shape[1:3]), label)
     out = resolve_out_dir(rec, out_dir) / (output_stem(rec, key) + MEAN_SUFFIX)
     check_output(out, overwrite)

@@ -23,6 +23,7 @@ from .jobs import (
     commit,
     frame_count,
     iter_blocks,
+    open_job,
     output_stem,
     resolve_out_dir,
     temp_name,
@@ -98,9 +99,7 @@ def export_video(
     from ..video import CV2Writer
 
     ext = video_extension(f"x{out_ext}")
-    rec = as_recording(rec)
-    key = position if position is not None else rec.positions[0]
-    n = frame_count(rec, key, max_frames)
+    rec, key, n = open_job(rec, position, max_frames)
     if fps is None:
         fps = rec.fps or DEFAULT_FPS
     if not (np.isfinite(fps) and fps > 0):
