@@ -38,13 +38,13 @@ def make_recording(folder: Path, frames: int, size: int) -> Path:
     mm = tifffile.memmap(
         path, shape=(frames, size, size), dtype=np.uint16, bigtiff=True
     )
-    rng = np.random.default_rng(0)
-    base = rng.integers(300, 3000, size=(size, size), dtype=np.uint16)
-    step = 32
-    for i in range(0, frames, step):
-        n = min(step, frames - i)
-        wave = (200 * np.sin(np.arange(i, i + n) / 20.0) + 200).astype(np.uint16)
-        mm[i : i + n] = base[None] + wave[:, None, None]
+    # mesoscope-like content (vessels, vignetting, calcium transients, shot noise)
+    # from the simulated camera: encoders and traces see realistic frames, not noise
+    from mesofield_napari.sim import SimulatedMesoscopeCamera
+
+    cam = SimulatedMesoscopeCamera((size, size), exposure_ms=0.0)
+    for i in range(frames):
+        mm[i] = cam.frame(i)
     mm.flush()
     del mm
     entries = [{"runner_time_ms": 20.0 * i} for i in range(frames)]  # 50 Hz

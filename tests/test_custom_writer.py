@@ -23,6 +23,7 @@ from mesofield_napari.data import (
     journal_path,
     sidecar_path,
 )
+from mesofield_napari.data._signals import connect_direct
 
 if TYPE_CHECKING:
     from pymmcore_plus.experimental.unicore import UniMMCore
@@ -302,7 +303,9 @@ def test_backpressure_bounds_memory_from_another_thread(
         peak.append(writer.stats.queued_bytes)
 
     with writer.attached(sim_core):
-        sim_core.mda.events.frameReady.connect(watch)
+        # on the acquisition thread too, even when the core uses Qt signals (a
+        # QApplication exists once any GUI test ran)
+        connect_direct(sim_core.mda.events.frameReady, watch)
         try:
             worker = threading.Thread(target=sim_core.mda.run, args=(timelapse(40),))
             worker.start()

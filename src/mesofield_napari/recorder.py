@@ -244,6 +244,9 @@ class RecordingSession:
         planned = self.settings.planned_frames(exposure)
         self._sequence = useq.MDASequence(
             time_plan={"interval": self.settings.interval_s, "loops": planned},
+            # a continuous run keeps the shutter open instead of toggling it (and
+            # signalling the GUI) around every frame
+            keep_shutter_open_across=("t",) if self.settings.interval_s == 0 else (),
             metadata={"mesofield": {"recorder": "timelapse"}},
         )
         active = self._open_run(planned)  # raises before anything is connected

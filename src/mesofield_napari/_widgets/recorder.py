@@ -10,7 +10,9 @@ Every way out (Stop, an MDA error, closing the dock, closing napari) finalizes f
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +55,9 @@ if TYPE_CHECKING:
     from pymmcore_plus import CMMCorePlus
 
 LIVE_INTERVAL_MS = 33  # newest frame into the live layer at most ~30 times a second
-STATUS_INTERVAL_MS = 250
+LIVE_MAX_INTERVAL_MS = 1000  # ...and at least once a second however busy the GUI is
+LIVE_MAX_SIDE = 512  # the live preview is decimated to at most this many pixels
+STATUS_INTERVAL_MS = 500
 SETTINGS_ENV = "MESOFIELD_NAPARI_SETTINGS"  # an .ini path (tests, kiosk set-ups)
 WRITER_LABELS = {
     "tiff": "OME-TIFF (BigTIFF)",
@@ -124,6 +128,7 @@ class RecorderWidget(QWidget):
         self.live_layer: Any = None
         self.live_updates = 0  # how often the live layer was refreshed (benchmark)
         self._shown_index = 0
+        self._live_last = 0.0
         self._suppress = contextlib.ExitStack()
         self._settings = settings_store()
         self._build_ui()
@@ -498,28 +503,50 @@ class RecorderWidget(QWidget):
     # ------------------------------------------------------------------ live layer
     def _start_live(self) -> None:
         self._shown_index = 0
+        self._live_last = time.perf_counter()
+        self._live_timer.setInterval(LIVE_INTERVAL_MS)
         self.live_layer = None
         self._live_timer.start()
 
     def _update_live_layer(self) -> None:
+        """Show the newest frame: decimated, in place, and never hogging the GUI.
+
+        The display is a preview, so a 2048² frame is shown at ≤ 512² (``scale``
+        keeps world coordinates); and the refresh interval backs off to keep this
+        under ~25 % of the GUI thread, which the acquisition thread (and every
+        Python camera) shares through the GIL.
+        """
         session = self.session
         latest = session.latest_frame if session is not None else None
+        t0 = time.perf_counter()
+        # how late this tick is = how busy the GUI thread was (e.g. painting)
+        late_ms = max(
+            0.0, (t0 - self._live_last) * 1000.0 - self._live_timer.interval()
+        )
+        self._live_last = t0
         if latest is None or latest[0] == self._shown_index:
             return
         index, frame = latest
         self._shown_index = index
+        step = max(1, math.ceil(max(frame.shape[-2:]) / LIVE_MAX_SIDE))
+        preview = frame[..., ::step, ::step]
         layer = self.live_layer
         if layer is None or layer not in self.viewer.layers:
             name = session.run.paths.prefix if session and session.run else "live"
             self.live_layer = self.viewer.add_image(
-                frame,
+                preview,
                 name=name,
-                contrast_limits=self._live_contrast(frame),
+                scale=(step, step),
+                contrast_limits=self._live_contrast(preview),
                 metadata={"mesofield_live": True},
             )
         else:
-            layer.data = frame  # in place: same layer, fixed contrast limits
+            layer.data = preview  # in place: same layer, fixed contrast limits
         self.live_updates += 1
+        busy_ms = (time.perf_counter() - t0) * 1000.0 + late_ms
+        self._live_timer.setInterval(
+            int(min(LIVE_MAX_INTERVAL_MS, max(LIVE_INTERVAL_MS, 4 * busy_ms)))
+        )
 
     def _live_contrast(self, frame: np.ndarray) -> tuple[float, float]:
         """Fixed for the run (from the first frame), so the display does not flicker."""
@@ -598,7 +625,9 @@ class RecorderWidget(QWidget):
             f" {_fmt_seconds(st.disk_time_left_s)}",
         ]
         lines += [f"⚠ {w}" for w in st.warnings]
-        self.status_label.setText("\n".join(lines))
+        text = "\n".join(lines)
+        if text != self.status_label.text():
+            self.status_label.setText(text)
 
     # ------------------------------------------------------------------ Qt
     def event(self, ev: QEvent | None) -> bool:
