@@ -75,6 +75,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from _report import filesystem, markdown_table, plain_table  # benchmarks/_report.py
+
 DEFAULT_FRAMES = 2000
 DEFAULT_SIZE = 1024
 PROBE_MS = 10
@@ -500,34 +502,8 @@ def machine_line(scratch: Path) -> str:
     )
     return (
         f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d} · {os.cpu_count()} CPUs, "
-        f"{ram:.1f} GiB RAM, {platform.machine()} · output on {_filesystem(scratch)} · "
+        f"{ram:.1f} GiB RAM, {platform.machine()} · output on {filesystem(scratch)} · "
         f"Xvfb · Python {platform.python_version()}, numpy {np.__version__}, {versions}"
-    )
-
-
-def _filesystem(path: Path) -> str:
-    best, kind = "", "?"
-    resolved = os.fspath(path.resolve())
-    with contextlib.suppress(OSError), open("/proc/mounts", encoding="utf-8") as fh:
-        for line in fh:
-            _dev, mount, fstype, *_ = line.split()
-            if resolved.startswith(mount) and len(mount) > len(best):
-                best, kind = mount, fstype
-    return f"{best or '?'} ({kind})"
-
-
-def _markdown(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _plain(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join(
-        [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
-        + [fmt.format(*row) for row in rows]
     )
 
 
@@ -537,7 +513,7 @@ def report(
     scratch: Path,
     load: tuple[float, float],
 ) -> tuple[str, bool]:
-    render = _markdown if args.markdown else _plain
+    render = markdown_table if args.markdown else plain_table
     gui, head = summarize(reps, GUI), summarize(reps, HEADLESS)
     ratios = [
         r[GUI].get("acq_fps", float("nan")) / r[HEADLESS].get("acq_fps", float("nan"))

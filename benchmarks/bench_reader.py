@@ -70,6 +70,8 @@ from typing import Any
 
 import numpy as np
 
+from _report import fsync_path  # benchmarks/_report.py
+
 DISTINCT_FRAMES = 16
 READERS = ("ours", "ours-napari", "tifffile", "napari")
 LABELS = {
@@ -109,17 +111,11 @@ def write_recording(folder: Path, size: int, frames: int) -> Path:
 
 
 # --------------------------------------------------------------------------- cache
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def evict(path: Path) -> None:
     """Drop this file's pages from the page cache (clean pages only: fsync first)."""
-    _fsync(path)
+    fsync_path(path)
     fd = os.open(path, os.O_RDONLY)
     try:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)

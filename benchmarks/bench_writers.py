@@ -81,6 +81,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from _report import (  # benchmarks/_report.py
+    filesystem,
+    fsync_path,
+    markdown_table,
+    plain_table,
+)
+
 if TYPE_CHECKING:
     import useq
 
@@ -231,14 +238,6 @@ def _result(
     )
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _drive(
     writer: Any, work: Workload, n: int
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -276,8 +275,8 @@ def run_custom(work: Workload, out: Path, n: int) -> Run:
     writer = CustomWriter(path)
     t0 = time.perf_counter()
     handler, waited, problems = _drive(writer, work, n)
-    _fsync_path(path)
-    _fsync_path(out)
+    fsync_path(path)
+    fsync_path(out)
     wall = time.perf_counter() - t0
     return _result(
         CUSTOM, work, wall, handler, waited, [path, writer.sidecar_path], problems
@@ -291,8 +290,8 @@ def run_upstream(work: Workload, out: Path, n: int) -> Run:
     writer = OMETiffWriter(path)
     t0 = time.perf_counter()
     handler, waited, problems = _drive(writer, work, n)
-    _fsync_path(path)
-    _fsync_path(out)
+    fsync_path(path)
+    fsync_path(out)
     wall = time.perf_counter() - t0
     writer.position_arrays.clear()  # drop the memmap before the file is deleted
     return _result(OME, work, wall, handler, waited, [path], problems)
@@ -310,7 +309,7 @@ def run_raw(work: Workload, out: Path, n: int) -> Run:
             durations[i] = clock() - t
         fh.flush()
         os.fsync(fh.fileno())
-    _fsync_path(out)
+    fsync_path(out)
     wall = time.perf_counter() - t0
     return _result(RAW, work, wall, durations / 1e6, np.zeros(n, bool), [path], [])
 
@@ -325,8 +324,8 @@ def run_cv2(work: Workload, out: Path, n: int) -> Run:
         problems.append(f"fourcc {writer.fourcc!r} instead of {CV2_FOURCC!r}")
     t0 = time.perf_counter()
     handler, waited, drive_problems = _drive(writer, work, n)
-    _fsync_path(path)
-    _fsync_path(out)
+    fsync_path(path)
+    fsync_path(out)
     wall = time.perf_counter() - t0
     files = [path, writer.sidecar_path]
     return _result(CV2, work, wall, handler, waited, files, problems + drive_problems)
@@ -623,7 +622,7 @@ def result_rows(summaries: list[Summary]) -> tuple[list[str], list[list[str]]]:
 
 def machine_line(out: Path) -> str:
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    fs = _filesystem(out)
+    fs = filesystem(out)
     versions = ", ".join(
         f"{pkg} {version(pkg)}"
         for pkg in ("pymmcore-plus", "tifffile", "opencv-python-headless")
@@ -635,32 +634,6 @@ def machine_line(out: Path) -> str:
     )
 
 
-def _filesystem(path: Path) -> str:
-    best, kind = "", "?"
-    with contextlib.suppress(OSError), open("/proc/mounts", encoding="utf-8") as fh:
-        for line in fh:
-            _dev, mount, fstype, *_ = line.split()
-            resolved = os.fspath(path.resolve())
-            if resolved.startswith(mount) and len(mount) > len(best):
-                best, kind = mount, fstype
-    return f"{best or '?'} ({kind})"
-
-
-def _markdown(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _plain(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join(
-        [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
-        + [fmt.format(*row) for row in rows]
-    )
-
-
 def report(
     summaries: list[Summary],
     args: argparse.Namespace,
@@ -669,7 +642,7 @@ def report(
 ) -> str:
     header, rows = result_rows(summaries)
     target_rows = [list(row) for row in targets(summaries)]
-    render = _markdown if args.markdown else _plain
+    render = markdown_table if args.markdown else plain_table
     parts = [machine_line(out)]
     parts.append(
         f"Median of {args.reps} repetitions; wall time until the data is durable "
