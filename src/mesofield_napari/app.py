@@ -138,8 +138,15 @@ def script_recording(
 
 def run_app(opts: AppOptions) -> AppResult:
     """Open the app; returns when the window closes."""
+    import warnings
+
     import napari
 
+    # napari-micromanager's icons come from iconify.design; offline, superqt falls
+    # back to plain icons after one warning per icon, which would bury our output
+    warnings.filterwarnings(
+        "ignore", message="Error fetching icon", category=UserWarning
+    )
     viewer = napari.Viewer(title="mesofield")
     viewer.window.resize(1500, 950)
     result = AppResult()
