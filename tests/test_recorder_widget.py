@@ -131,6 +131,7 @@ def test_notes_and_stop_mid_run(viewer, mm, qtbot, tmp_path):
     qtbot.waitUntil(
         lambda: rec.session.status().frames_acquired > 10, timeout=FINISH_MS
     )
+    assert not rec.root_edit.isEnabled() and not rec.frames_spin.isEnabled()
     rec.note_edit.setPlainText("whisker stim, left")
     rec.note_button.click()
     assert rec.note_edit.toPlainText() == ""
@@ -139,6 +140,7 @@ def test_notes_and_stop_mid_run(viewer, mm, qtbot, tmp_path):
         rec.stop_button.click()
     outcome = blocker.args[0]
     assert 10 < outcome.frames_written < 4000
+    assert rec.root_edit.isEnabled()  # editable again for the next run
     notes = next(tmp_path.rglob("*_notes.txt")).read_text()
     assert "whisker stim, left" in notes
     (tiff,) = tmp_path.rglob("*.ome.tiff")

@@ -339,11 +339,26 @@ class RecorderWidget(QWidget):
         self.duration_spin.setVisible(by_duration)
         self.video_box.setVisible(self.writers_combo.currentData() != "tiff")
         busy = self.session is not None and self.session.mode in ("timelapse", "armed")
+        for field in self._run_fields():
+            field.setEnabled(not busy)  # a run's settings are fixed once it starts
         problems = self.problems()
         self.record_button.setEnabled(not busy and not problems)
         self.record_button.setToolTip("\n".join(problems))
         self.problem_label.setText("\n".join(problems))
         self.problem_label.setVisible(bool(problems))
+
+    def _run_fields(self) -> list[QWidget]:
+        return [
+            self.root_edit,
+            self.subject_edit,
+            self.session_edit,
+            self.task_edit,
+            self.writers_combo,
+            self.video_box,
+            self.stop_combo,
+            self.frames_spin,
+            self.duration_spin,
+        ]
 
     # ------------------------------------------------------------------ core
     @property
