@@ -73,12 +73,47 @@ def journal_entry_lines(path: str | os.PathLike[str]) -> int:
     return n
 
 
-def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.01) -> None:
-    """Poll ``predicate`` (for background threads) until true; fail after ``timeout``."""
+def wait_until(
+    predicate: Any,
+    timeout: float = 30.0,
+    interval: float = 0.01,
+    what: str = "condition",
+) -> Any:
+    """Poll ``predicate`` (for background threads and processes) until it returns
+    something truthy, and return that; fail after ``timeout`` seconds."""
     import time
 
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not (value := predicate()):
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+    return value
+
+
+def kill_after_journal(
+    proc: Any, find_journal: Any, frames: int, timeout: float = 60.0
+) -> Path:
+    """SIGKILL the recording child ``proc`` once its journal holds ``frames`` frames.
+
+    ``find_journal()`` returns the journal path once it exists. Returns that path;
+    the child is dead (killed, never allowed to finish) when this returns or raises.
+    """
+    import signal
+
+    def journal_ready() -> Path | None:
+        assert proc.poll() is None, "the recording ended before the kill"
+        journal = find_journal()
+        if journal is not None and journal_entry_lines(journal) >= frames:
+            return journal
+        return None
+
+    try:
+        journal = wait_until(journal_ready, timeout, 0.02, what=f"{frames} frames")
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+        return journal
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -18,7 +15,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from _helpers import journal_entry_lines
+from _helpers import journal_entry_lines, kill_after_journal
 from mesofield_napari.cli import main
 from mesofield_napari.data.summary import dropped_frames, frame_times_s
 
@@ -297,22 +294,9 @@ def test_killed_recording_inspect_then_recover(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    try:
-        deadline = time.monotonic() + 60
-        journal = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            journal = next(out.glob("sub-sim/ses-01/func/*.jsonl"), None)
-            if journal is not None and journal_entry_lines(journal) >= 3:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the recording ended before the kill"
-        assert journal is not None and journal_entry_lines(journal) >= 3
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    journal = kill_after_journal(
+        proc, lambda: next(out.glob("sub-sim/ses-01/func/*.jsonl"), None), frames=3
+    )
 
     data = journal.with_name(journal.name.removesuffix("_frame_metadata.jsonl"))
     sidecar = data.with_name(data.name + "_frame_metadata.json")

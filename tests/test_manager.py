@@ -7,14 +7,11 @@ import contextlib
 import csv
 import datetime
 import json
-import os
 import re
 import select
-import signal
 import subprocess
 import sys
 import threading
-import time
 import types
 from pathlib import Path
 
@@ -23,7 +20,7 @@ import pandas as pd
 import pytest
 import tifffile
 
-from _helpers import journal_entry_lines
+from _helpers import journal_entry_lines, kill_after_journal, wait_until
 from mesofield_napari.acquire import record, timelapse
 from mesofield_napari.data import recover, sidecar
 from mesofield_napari.data import runpaths as runpaths_mod
@@ -65,16 +62,6 @@ def read_rows(path: Path) -> list[list[str]]:
 
 def load_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def files_under(folder: Path) -> set[str]:
@@ -139,7 +126,7 @@ def test_numeric_session_is_zero_padded(tmp_path, session, folder):
     assert run.run_dir == tmp_path / "sub-M1" / f"ses-{folder}"
     assert f"_ses-{folder}_task-rec_notes.txt" in run.notes_path.name
     with run:
-        pass
+        assert run.running
     assert (tmp_path / "sub-M1" / f"ses-{folder}").is_dir()
     assert run.manifest()["session"] == folder
 
@@ -399,7 +386,7 @@ def test_dataqueue_concurrent_pushes_streamed_and_ordered(tmp_path):
     with RunManager(tmp_path, "M1", 1, "rec") as run:
         assert run.dataqueue_path.parent.name == "beh"
         run.push("probe", "first")
-        wait_for(
+        wait_until(
             lambda: len(read_rows(run.dataqueue_path)) == 2,
             what="the first packet on disk",
         )
@@ -416,7 +403,7 @@ def test_dataqueue_concurrent_pushes_streamed_and_ordered(tmp_path):
         for th in threads:
             th.join()
         # streamed: every row is on disk while the run is still going
-        rows = wait_for(
+        rows = wait_until(
             lambda: (
                 (r := read_rows(run.dataqueue_path))
                 and len(r) == 2 + n_threads * n_each
@@ -449,7 +436,7 @@ def test_dataqueue_fans_out_dict_payloads_at_stop(tmp_path):
         run.push("wheel", {"speed": 1.5, "distance": 10}, 0.1)
         run.push("encoder", "raw-7", 0.2)
         run.push("licks", {"lick": 1}, None)
-        rows = wait_for(
+        rows = wait_until(
             lambda: (r := read_rows(run.dataqueue_path)) and len(r) == 4 and r,
             what="streamed packets",
         )
@@ -587,7 +574,7 @@ def test_exception_while_a_recording_is_running(tmp_path, core):
             thread = core.run_mda(timelapse(2000))
             stack.callback(thread.join, 30)
             stack.callback(core.mda.cancel)
-            wait_for(
+            wait_until(
                 lambda: tiff.frames_written.get("p0", 0) >= 3,
                 what="a few frames written",
             )
@@ -638,17 +625,11 @@ def test_notes_and_journal_survive_sigkill(tmp_path):
         ready, _, _ = select.select([proc.stdout], [], [], 60)
         assert ready, "child never became ready"
         assert proc.stdout.readline().strip() == "ready"
-        journal = wait_for(
-            lambda: next(root.glob("sub-M1/ses-01/func/*.jsonl"), None),
-            timeout=30,
-            what="the journal",
+        journal = kill_after_journal(
+            proc, lambda: next(root.glob("sub-M1/ses-01/func/*.jsonl"), None), 3, 30
         )
-        wait_for(lambda: journal_entry_lines(journal) >= 3, timeout=30, what="frames")
-        assert proc.poll() is None, "the recording ended before the kill"
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # the child never got as far as the kill
             proc.kill()
             proc.wait()
         proc.stdout.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +16,7 @@ import useq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _helpers import wait_until
 from mesofield_napari.acquire import record, timelapse
 from mesofield_napari.data import (
     CustomWriter,
@@ -191,9 +191,7 @@ def _crashed_run(core: UniMMCore, path: Path, allocated: int, written: int) -> N
         core.snapImage()
         meta = {"runner_time_ms": 10.0 * i, "camera_metadata": {"ImageNumber": i}}
         w.frameReady(core.getImage(), event, meta)
-    deadline = time.monotonic() + 10
-    while w.stats.frames_written < written and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: w.stats.frames_written >= written, 10)
     w._pipeline.stop()  # the process "died": no sidecar, the journal stays
     assert w._journal is not None
     w._journal.close()  # what the OS does for a dead process: close, keep the file

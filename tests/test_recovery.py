@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +18,14 @@ import useq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _helpers import journal_entry_lines, read_json, sim_index, timelapse
+from _helpers import (
+    journal_entry_lines,
+    kill_after_journal,
+    read_json,
+    sim_index,
+    timelapse,
+    wait_until,
+)
 from mesofield_napari.data import (
     CustomWriter,
     CV2Writer,
@@ -32,14 +37,6 @@ from mesofield_napari.sim import SimulatedMesoscopeCamera
 
 if TYPE_CHECKING:
     from pymmcore_plus.experimental.unicore import UniMMCore
-
-
-def _wait_for(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.002)
 
 
 # ----------------------------------------------------------------- journal snapshots
@@ -59,7 +56,7 @@ def crashed_mda(sim_core: UniMMCore, tmp_path: Path) -> tuple[Path, int]:
 
     def snapshot(frame: np.ndarray, event: useq.MDAEvent, meta: Any) -> None:
         if event.index.get("t") == 7:
-            _wait_for(lambda: writer.stats.frames_written >= 7)
+            wait_until(lambda: writer.stats.frames_written >= 7, 10)
             shutil.copyfile(journal_path(src), journal_path(crash))
             # the writer thread may be mid-line during the copy: cut at the last
             # complete line (a torn line is covered by its own test below)
@@ -229,7 +226,7 @@ def test_recover_direct_mode_video_journal(tmp_path: Path) -> None:
     writer.begin(32, 24, is_color=False)
     for v in range(5):
         writer.add_frame(np.full((24, 32), v * 100, np.uint16))
-    _wait_for(lambda: writer.stats.frames_written == 5)
+    wait_until(lambda: writer.stats.frames_written == 5, 10)
     shutil.copyfile(journal_path(live), journal_path(crash))
     writer.finish()
 
@@ -267,19 +264,8 @@ def test_sigkill_mid_recording_then_recover(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         cwd=tmp_path,
     )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            if jpath.exists() and jpath.read_bytes().count(b"\n") >= 21:  # hdr + 20
-                break
-            time.sleep(0.01)
-        assert proc.poll() is None, f"child ended early: {proc.communicate()}"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    kill_after_journal(proc, lambda: jpath if jpath.exists() else None, frames=20)
+    out, _ = proc.communicate(timeout=30)
     assert b"FINISHED" not in out
 
     # what the crash left behind
