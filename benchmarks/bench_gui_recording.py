@@ -212,7 +212,7 @@ def child_headless(size: int, frames: int, out: Path) -> dict[str, Any]:
     cam = sim_camera(core)
     assert cam is not None
     settings = RecorderSettings(root=os.fspath(out), frames=frames, writers="tiff")
-    session = RecordingSession(core, settings, bit_depth=cam.bit_depth)
+    session = RecordingSession(core, settings)
     gc.collect()
     rss0 = _rss()
     with _RssSampler(session) as rss:

@@ -45,21 +45,6 @@ class AppResult:
     errors: list[str] = field(default_factory=list)
 
 
-def make_core(opts: AppOptions) -> CMMCorePlus:
-    """The core napari-micromanager will drive (create it after the QApplication)."""
-    if opts.config is None:
-        from .sim import create_sim_core
-
-        return create_sim_core(opts.size, exposure_ms=opts.exposure_ms)
-    from pymmcore_plus import CMMCorePlus
-
-    if not opts.config.is_file():
-        raise FileNotFoundError(f"Micro-Manager configuration not found: {opts.config}")
-    core = CMMCorePlus()
-    core.loadSystemConfiguration(str(opts.config))
-    return core
-
-
 def build_window(
     viewer: napari.Viewer, core: CMMCorePlus
 ) -> tuple[RecorderWidget, Any | None]:
@@ -142,6 +127,8 @@ def run_app(opts: AppOptions) -> AppResult:
 
     import napari
 
+    from .acquire import make_core
+
     # napari-micromanager's icons come from iconify.design; offline, superqt falls
     # back to plain icons after one warning per icon, which would bury our output
     warnings.filterwarnings(
@@ -151,7 +138,13 @@ def run_app(opts: AppOptions) -> AppResult:
     viewer.window.resize(1500, 950)
     result = AppResult()
     try:
-        core = make_core(opts)
+        # create the core after the QApplication (Qt signals); the app keeps a
+        # configuration's own exposure
+        core = make_core(
+            opts.config,
+            size=opts.size,
+            exposure_ms=None if opts.config else opts.exposure_ms,
+        )
     except Exception as exc:
         viewer.close()
         raise RuntimeError(f"cannot set up the microscope: {exc}") from exc

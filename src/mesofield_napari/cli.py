@@ -220,27 +220,19 @@ def _prepare_out_dir(out: Path) -> Path:
 
 
 def _make_core(args: argparse.Namespace) -> Any:
-    if args.config is not None:
-        if not args.config.is_file():
-            raise CLIError(f"Micro-Manager configuration not found: {args.config}")
-        from pymmcore_plus import CMMCorePlus
+    from .acquire import make_core
 
-        core = CMMCorePlus()
-        try:
-            core.loadSystemConfiguration(str(args.config))
-        except Exception as exc:
-            raise CLIError(f"cannot load {args.config}: {exc}") from exc
-        core.setExposure(args.exposure)
-        return core
-    from .sim import create_sim_core
-
-    return create_sim_core(args.size, exposure_ms=args.exposure)
+    try:
+        return make_core(args.config, size=args.size, exposure_ms=args.exposure)
+    except FileNotFoundError as exc:
+        raise CLIError(str(exc)) from exc
+    except Exception as exc:
+        raise CLIError(f"cannot load {args.config}: {exc}") from exc
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
-    from .acquire import record, timelapse
+    from .acquire import add_writers, record, timelapse
     from .data.manager import RunManager
-    from .sim import sim_camera
 
     out = _prepare_out_dir(args.out)
     params = {
@@ -257,7 +249,6 @@ def _cmd_record(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
     core = _make_core(args)
-    queue = args.max_queue_mb * 2**20
     try:
         run.start()
     except OSError as exc:
@@ -265,25 +256,16 @@ def _cmd_record(args: argparse.Namespace) -> int:
     try:
         for note in args.note:
             run.add_note(note)
-        writers: list[Any] = []
-        if args.writer in ("tiff", "both"):
-            writers.append(
-                run.writer_for(args.camera_name, "tiff", max_queue_bytes=queue)
-            )
-        if args.writer in ("mp4", "both"):
-            cam = sim_camera(core)
-            exposure = args.exposure
-            writers.append(
-                run.writer_for(
-                    args.camera_name,
-                    "mp4",
-                    fps=args.fps or (1000.0 / exposure if exposure > 0 else 30.0),
-                    fourcc=args.fourcc,
-                    contrast_limits=tuple(args.contrast) if args.contrast else None,
-                    bit_depth=cam.bit_depth if cam is not None else None,
-                    max_queue_bytes=queue,
-                )
-            )
+        writers = add_writers(
+            run,
+            core,
+            args.camera_name,
+            args.writer,
+            fps=args.fps,
+            fourcc=args.fourcc,
+            contrast_limits=tuple(args.contrast) if args.contrast else None,
+            max_queue_bytes=args.max_queue_mb * 2**20,
+        )
         result = record(core, writers, timelapse(args.frames, args.interval))
     except BaseException as exc:
         run.stop(error=exc, raise_errors=False)  # finalize whatever was written

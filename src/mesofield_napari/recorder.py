@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import useq
 
+from .acquire import add_writers
 from .data._signals import connect_direct, disconnect_quietly
-from .data.errors import RecordingError
 from .data.manager import RunManager
 from .data.runpaths import normalize_session, validate_label
 
@@ -198,7 +198,6 @@ class RecordingSession:
         *,
         on_run_finished: Callable[[RunOutcome], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
-        bit_depth: int | None = None,
     ) -> None:
         if problems := settings.problems():
             raise ValueError("; ".join(problems))
@@ -206,7 +205,6 @@ class RecordingSession:
         self.settings = settings
         self.on_run_finished = on_run_finished
         self.on_error = on_error
-        self.bit_depth = bit_depth
         self.mode: Literal["idle", "timelapse", "armed", "stopped"] = "idle"
         self.outcomes: list[RunOutcome] = []
         self.latest_frame: tuple[int, np.ndarray] | None = None
@@ -218,7 +216,6 @@ class RecordingSession:
         self._stop_requested = False
         self._idle = threading.Event()
         self._idle.set()
-        self._frame_counter = 0
 
     # ------------------------------------------------------------ public API
     @property
@@ -258,7 +255,7 @@ class RecordingSession:
         try:
             self._thread = self.core.run_mda(self._sequence)
         except BaseException as exc:
-            self._finish(self._sequence, error=exc)
+            self._finish(error=exc)
             raise
         return active.run
 
@@ -285,7 +282,7 @@ class RecordingSession:
             # the acquisition never finished: finalize what was written anyway
             with self._lock:
                 if self._active is not None:
-                    self._finish(self._sequence, error=TimeoutError("did not stop"))
+                    self._finish(error=TimeoutError("did not stop"))
         if self._thread is not None:
             self._thread.join(timeout)
         self._disconnect()
@@ -305,8 +302,7 @@ class RecordingSession:
     def status(self) -> RecorderStatus:
         active = self._active
         if active is None:
-            state = "armed" if self.mode == "armed" else self.mode
-            return RecorderStatus(state=state)
+            return RecorderStatus(state=self.mode)
         st = RecorderStatus(state="recording", run_name=active.run.paths.prefix)
         st.frames_planned = active.planned
         st.frames_acquired = active.frames
@@ -365,24 +361,16 @@ class RecordingSession:
 
     def _make_writers(self, run: RunManager) -> list[Writer]:
         s = self.settings
-        queue = s.max_queue_mb * 2**20
-        writers: list[Writer] = []
-        if s.writers in ("tiff", "both"):
-            writers.append(run.writer_for(s.camera_name, "tiff", max_queue_bytes=queue))
-        if s.writers in ("mp4", "both"):
-            exposure = float(self.core.getExposure())
-            fps = s.fps or (1000.0 / exposure if exposure > 0 else 30.0)
-            writers.append(
-                run.writer_for(
-                    s.camera_name,
-                    "mp4",
-                    fps=fps,
-                    fourcc=s.fourcc,
-                    contrast_limits=s.contrast,
-                    bit_depth=self.bit_depth,
-                    max_queue_bytes=queue,
-                )
-            )
+        writers = add_writers(
+            run,
+            self.core,
+            s.camera_name,
+            s.writers,
+            fps=s.fps,
+            fourcc=s.fourcc,
+            contrast_limits=s.contrast,
+            max_queue_bytes=s.max_queue_mb * 2**20,
+        )
         for w in writers:
             w.on_error = self._writer_failed
         return writers
@@ -391,18 +379,12 @@ class RecordingSession:
         # nobody should record for an hour into a broken file
         self.core.mda.cancel()
 
-    def _finish(self, seq: Any, error: BaseException | None = None) -> None:
+    def _finish(self, error: BaseException | None = None) -> None:
         with self._lock:
             active, self._active = self._active, None
         if active is None:
             return
-        for w in active.writers:
-            try:
-                if seq is not None and error is None:
-                    w.sequenceFinished(seq)
-                w.close()
-            except Exception as exc:  # recorded by the manager below
-                active.run.errors.append(f"{type(exc).__name__}: {exc}")
+        # closes every writer (finishing its sequence), then the run's own files
         manifest = active.run.stop(error=error, raise_errors=False)
         outcome = RunOutcome(
             run_dir=active.run.run_dir,
@@ -494,7 +476,7 @@ class RecordingSession:
             self._sequence is None or seq.uid != self._sequence.uid
         ):
             return
-        self._finish(seq)
+        self._finish()
 
 
 def describe_outcome(outcome: RunOutcome) -> str:
@@ -508,7 +490,6 @@ def describe_outcome(outcome: RunOutcome) -> str:
 __all__ = [
     "RecorderSettings",
     "RecorderStatus",
-    "RecordingError",
     "RecordingSession",
     "RunOutcome",
     "describe_outcome",

@@ -402,14 +402,13 @@ class RecorderWidget(QWidget):
         core = self._find_core()
         if core is self._core:
             return
-        old, self._core = self._core, core
+        self._core = core
         session = self.session
         if session is not None and session.mode == "armed" and not session.recording:
             session.shutdown()
             self.session = None
             if core is not None:
                 self._arm(core)
-        del old
         self._describe_core()
 
     def _describe_core(self) -> None:
@@ -449,19 +448,11 @@ class RecorderWidget(QWidget):
         self._validate()
 
     def _new_session(self, core: CMMCorePlus) -> RecordingSession:
-        from ..sim import sim_camera
-
-        cam = sim_camera(core)  # type: ignore[arg-type]
-        bit_depth = cam.bit_depth if cam is not None else None
-        if bit_depth is None:
-            with contextlib.suppress(Exception):
-                bit_depth = int(core.getImageBitDepth())
         return RecordingSession(
             core,
             self.current_settings(),
             on_run_finished=self._run_finished.emit,
             on_error=self._run_failed.emit,
-            bit_depth=bit_depth,
         )
 
     def _start_timelapse(self, core: CMMCorePlus) -> None:
