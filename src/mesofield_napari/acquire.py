@@ -15,6 +15,7 @@ import useq
 
 from .data import CustomWriter, CV2Writer, RecordingError
 from .data.manager import describe_writer
+from .sequencing import chunked_sequencing
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -146,6 +147,7 @@ def record(
         with contextlib.ExitStack() as stack:
             for w in writers:
                 stack.enter_context(w.attached(core))
+            stack.enter_context(chunked_sequencing(core))
             core.mda.run(sequence)
     finally:
         for w in writers:

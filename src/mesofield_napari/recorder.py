@@ -30,6 +30,7 @@ from .acquire import add_writers
 from .data._signals import connect_direct, disconnect_quietly
 from .data.manager import RunManager
 from .data.runpaths import normalize_session, validate_label
+from .sequencing import chunked_sequencing
 
 if TYPE_CHECKING:
     import numpy as np
@@ -216,6 +217,7 @@ class RecordingSession:
         self._stop_requested = False
         self._idle = threading.Event()
         self._idle.set()
+        self._engine_hook = contextlib.ExitStack()  # chunked sequencing, own runs
 
     # ------------------------------------------------------------ public API
     @property
@@ -253,6 +255,7 @@ class RecordingSession:
             self._active = active
             self._idle.clear()
         try:
+            self._engine_hook.enter_context(chunked_sequencing(self.core))
             self._thread = self.core.run_mda(self._sequence)
         except BaseException as exc:
             self._finish(error=exc)
@@ -384,6 +387,7 @@ class RecordingSession:
             active, self._active = self._active, None
         if active is None:
             return
+        self._engine_hook.close()
         # closes every writer (finishing its sequence), then the run's own files
         manifest = active.run.stop(error=error, raise_errors=False)
         outcome = RunOutcome(

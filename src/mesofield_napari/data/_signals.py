@@ -23,6 +23,11 @@ def is_qt_signal(signal: Any) -> bool:
 
 def connect_direct(signal: Any, slot: Callable[..., Any]) -> None:
     """``signal.connect(slot)``, forcing a direct (same-thread) call for Qt signals."""
+    # pymmcore-plus wraps some core signals in a DeprecatedSignalProxy (argument
+    # shims); the connection type has to be set on the Qt signal inside it
+    inner = getattr(signal, "_signal", None)
+    if inner is not None and is_qt_signal(inner):
+        signal = inner
     if is_qt_signal(signal):
         from qtpy.QtCore import Qt
 
