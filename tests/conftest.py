@@ -43,11 +43,16 @@ def _icons_offline():
 
 
 @pytest.fixture
-def sim_core() -> Iterator[UniMMCore]:
+def sim_core(monkeypatch: pytest.MonkeyPatch) -> Iterator[UniMMCore]:
     """A fresh ``UniMMCore`` with the simulated camera (48x64, no exposure wait).
 
-    Fresh per test, so the camera's frame counter starts at 0.
+    Fresh per test, so the camera's frame counter starts at 0. Its signals are
+    psygnal's whatever ran before: once a GUI test has made a QApplication, cores get
+    Qt signals, and pymmcore-plus's relay thread (``core.mda.run(seq, output=w)``)
+    then loses a run's events now and then (seen 1 run in 60; the README says so).
+    The GUI tests make their own cores, with Qt signals, for our direct connections.
     """
+    monkeypatch.setenv("PYMM_SIGNALS_BACKEND", "psygnal")
     core = create_sim_core(SHAPE, exposure_ms=0)
     yield core
     core.unloadAllDevices()

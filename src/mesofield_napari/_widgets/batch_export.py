@@ -542,7 +542,8 @@ class BatchExportWidget(QWidget):
             pbar.total = total
         if done != pbar.n:
             pbar.update(done - pbar.n)
-        if self._cancel is None or not self._cancel.is_set():
+        cancelling = self._cancel is not None and self._cancel.is_set()
+        if self.outcome is None and not cancelling:  # never over the final status
             self._set_status(f"Running… {done} of {total} frames")
 
     def _on_returned(self, outcome: BatchOutcome) -> None:
