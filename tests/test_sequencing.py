@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 import tifffile
 from pymmcore_plus.core import SequencedEvent
 
@@ -13,6 +14,14 @@ from mesofield_napari import sequencing
 from mesofield_napari.data._signals import connect_direct
 from mesofield_napari.recorder import RecorderSettings, RecordingSession
 from mesofield_napari.sequencing import chunked_sequencing, iter_chunked_sequences
+
+
+@pytest.fixture
+def starts(sim_core) -> list[object]:
+    """One entry per camera sequence the core starts (one per hardware chunk)."""
+    started: list[object] = []
+    connect_direct(sim_core.events.sequenceAcquisitionStarted, started.append)
+    return started
 
 
 def producer_threads() -> list[threading.Thread]:
@@ -27,13 +36,9 @@ def test_events_are_merged_chunk_by_chunk_in_order(sim_core):
 
 
 def test_a_recording_across_chunk_boundaries_is_complete(
-    sim_core, camera, tmp_path, monkeypatch
+    sim_core, camera, starts, tmp_path, monkeypatch
 ):
     monkeypatch.setattr(sequencing, "DEFAULT_CHUNK", 7)
-    starts: list[object] = []
-    connect_direct(
-        sim_core.events.sequenceAcquisitionStarted, lambda *a: starts.append(a)
-    )
     session = RecordingSession(
         sim_core, RecorderSettings(root=str(tmp_path), frames=25)
     )
@@ -80,16 +85,12 @@ def test_without_hardware_sequencing_the_engine_is_untouched(sim_core):
 
 
 def test_record_command_restarts_the_camera_once_per_chunk(
-    sim_core, camera, tmp_path, monkeypatch
+    sim_core, camera, starts, tmp_path, monkeypatch
 ):
     from mesofield_napari.acquire import record
     from mesofield_napari.data import CustomWriter
 
     monkeypatch.setattr(sequencing, "DEFAULT_CHUNK", 4)
-    starts: list[object] = []
-    connect_direct(
-        sim_core.events.sequenceAcquisitionStarted, lambda *a: starts.append(a)
-    )
     writer = CustomWriter(tmp_path / "r.ome.tiff")
     result = record(sim_core, [writer], timelapse(10))
     assert result.ok
