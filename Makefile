@@ -15,6 +15,8 @@ $(BIN)/python:
 # re-install whenever pyproject.toml changes
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# mesofield's own loader (datakit), the downstream client the tests load runs with
+	$(BIN)/python -m pip install --quiet --no-deps "mesofield>=0.5.0b0"
 	touch $@
 
 system-deps:
