@@ -22,7 +22,7 @@ import tifffile
 
 from _helpers import journal_entry_lines, kill_after_journal, wait_until
 from mesofield_napari.acquire import record, timelapse
-from mesofield_napari.data import recover, sidecar
+from mesofield_napari.data import clock, recover
 from mesofield_napari.data import runpaths as runpaths_mod
 from mesofield_napari.data.manager import RunManager
 from mesofield_napari.sim import create_sim_core
@@ -64,6 +64,11 @@ def load_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def ours(manifest: dict) -> dict:
+    """Our block of an AcquisitionManifest (what the schema has no field for)."""
+    return manifest["extra"]["mesofield_napari"]
+
+
 def files_under(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
 
@@ -84,7 +89,7 @@ def test_run_folder_layout_and_file_names(tmp_path, core):
     after = datetime.datetime.now()
     assert result.ok, result.errors
 
-    run_dir = tmp_path / "sub-M042" / "ses-01"
+    run_dir = tmp_path / "data" / "sub-M042" / "ses-01"
     assert run.run_dir == run_dir
     stamp = run.paths.stamp
     assert re.fullmatch(STAMP_RE, stamp)
@@ -103,7 +108,7 @@ def test_run_folder_layout_and_file_names(tmp_path, core):
         f"beh/{prefix}_dataqueue.csv",
     }
     assert files_under(run_dir) == expected
-    assert files_under(tmp_path) == {f"sub-M042/ses-01/{f}" for f in expected}
+    assert files_under(tmp_path) == {f"data/sub-M042/ses-01/{f}" for f in expected}
     assert tiff.files == [run_dir / "func" / f"{prefix}_meso.ome.tiff"]
     assert mp4.files == [run_dir / "beh" / f"{prefix}_pupil.mp4"]
 
@@ -123,19 +128,19 @@ def test_run_folder_layout_and_file_names(tmp_path, core):
 )
 def test_numeric_session_is_zero_padded(tmp_path, session, folder):
     run = RunManager(tmp_path, "M1", session, "rec")
-    assert run.run_dir == tmp_path / "sub-M1" / f"ses-{folder}"
+    assert run.run_dir == tmp_path / "data" / "sub-M1" / f"ses-{folder}"
     assert f"_ses-{folder}_task-rec_notes.txt" in run.notes_path.name
     with run:
         assert run.running
-    assert (tmp_path / "sub-M1" / f"ses-{folder}").is_dir()
-    assert run.manifest()["session"] == folder
+    assert (tmp_path / "data" / "sub-M1" / f"ses-{folder}").is_dir()
+    assert run.manifest()["session"]["session"] == folder
 
 
 def test_same_second_runs_never_overwrite_and_keep_compound_extension(
     tmp_path, core, frozen_stamp
 ):
     prefix = f"{frozen_stamp}_sub-M1_ses-01_task-rec"
-    run_dir = tmp_path / "sub-M1" / "ses-01"
+    run_dir = tmp_path / "data" / "sub-M1" / "ses-01"
     (run_dir / "func").mkdir(parents=True)
     precious = run_dir / "func" / f"{prefix}_meso.ome.tiff"
     precious.write_bytes(b"someone else's data")
@@ -181,7 +186,7 @@ def test_same_second_runs_never_overwrite_and_keep_compound_extension(
 
 def test_leftover_journal_or_sidecar_also_counts_as_taken(tmp_path, frozen_stamp):
     prefix = f"{frozen_stamp}_sub-M1_ses-01_task-rec"
-    func = tmp_path / "sub-M1" / "ses-01" / "func"
+    func = tmp_path / "data" / "sub-M1" / "ses-01" / "func"
     func.mkdir(parents=True)
     # a crashed recording left only its journal; another only its sidecar
     (func / f"{prefix}_meso.ome.tiff_frame_metadata.jsonl").write_text("{}\n")
@@ -261,7 +266,7 @@ def test_notes_are_written_immediately_one_line_each(tmp_path):
         run.add_note("ünïcode µm")
     lines = run.notes_path.read_text(encoding="utf-8").splitlines()
     assert [NOTE_RE.fullmatch(x).group(2) for x in lines][2] == "ünïcode µm"
-    assert load_json(run.manifest_path)["notes"] == 3
+    assert ours(load_json(run.manifest_path))["notes"] == 3
     with pytest.raises(RuntimeError):
         run.add_note("after the run")
     assert len(run.notes_path.read_text(encoding="utf-8").splitlines()) == 3
@@ -344,7 +349,7 @@ def test_timestamps_parse_when_a_reading_falls_on_a_whole_second(tmp_path, monke
 
     clock_module = types.SimpleNamespace(**vars(datetime))
     clock_module.datetime = _HalfSecondClock
-    monkeypatch.setattr(sidecar, "_dt", clock_module)
+    monkeypatch.setattr(clock, "_dt", clock_module)
 
     with RunManager(tmp_path, "M1", 1, "rec") as run:
         run.device_started("wheel")
@@ -428,7 +433,7 @@ def test_dataqueue_concurrent_pushes_streamed_and_ordered(tmp_path):
         assert rows_t["device_ts"].tolist() == pytest.approx(
             [i / 100 for i in range(n_each)]
         )
-    assert load_json(run.manifest_path)["dataqueue_rows"] == len(df)
+    assert ours(load_json(run.manifest_path))["dataqueue_rows"] == len(df)
 
 
 def test_dataqueue_fans_out_dict_payloads_at_stop(tmp_path):
@@ -481,55 +486,68 @@ def test_dataqueue_list_payloads_stay_json_with_and_without_fan_out(tmp_path):
 
 # ---------------------------------------------------------------- manifest
 def test_manifest_at_start_and_complete_at_stop(tmp_path, core):
-    with RunManager(tmp_path, "M1", 1, "rec", {"x": 1}) as run:
+    with RunManager(tmp_path, "M1", 1, "rec", {"x": 1, "experimenter": "JG"}) as run:
         m0 = load_json(run.manifest_path)
-        assert m0["complete"] is False
-        assert m0["errors"] == []
-        assert m0["started"] and m0["stopped"] is None
-        tiff = run.writer_for("meso", "tiff")
+        assert m0["acquisition_complete"] is False
+        assert ours(m0)["errors"] == []
+        assert m0["started_at"] and m0["ended_at"] is None
+        tiff = run.writer_for("mesoscope", "tiff", suffix="meso")
         mp4 = run.writer_for("pupil", "mp4", fourcc="mp4v", fps=20)
         m1 = load_json(run.manifest_path)
-        assert m1["complete"] is False
-        assert {f["kind"] for f in m1["files"]} >= {"tiff", "mp4"}
+        assert m1["acquisition_complete"] is False
+        assert {f["kind"] for f in ours(m1)["files"]} >= {"tiff", "mp4"}
         assert record(core, [tiff, mp4], timelapse(4)).ok
         run.push("wheel", 1.0)
 
     m = load_json(run.manifest_path)
     assert m == run.manifest()
-    assert m["complete"] is True
-    assert m["errors"] == []
-    assert (m["subject"], m["session"], m["task"]) == ("M1", "01", "rec")
-    assert m["stamp"] == run.paths.stamp
-    parse_utc(pd.Series([m["started"], m["stopped"]]))
-    assert m["dataqueue_rows"] == 1
-
-    by_kind = {f["kind"]: f for f in m["files"]}
-    assert set(by_kind) == {
-        "tiff",
-        "mp4",
-        "configuration",
-        "notes",
-        "timestamps",
-        "dataqueue",
+    assert m["acquisition_complete"] is True
+    assert ours(m)["errors"] == []
+    assert m["session"] == {
+        "subject": "M1",
+        "session": "01",
+        "task": "rec",
+        "experimenter": "JG",
+        "protocol": None,
     }
-    for kind in ("tiff", "mp4"):
-        entry = by_kind[kind]
-        assert entry["frames"] == 4
-        assert entry["journal"] is None
-        assert (run.run_dir / entry["sidecar"]).is_file()
-        assert entry["sidecar"] == entry["path"] + "_frame_metadata.json"
-        sidecar_payload = load_json(run.run_dir / entry["sidecar"])
+    assert ours(m)["stamp"] == run.paths.stamp
+    parse_utc(pd.Series([m["started_at"], m["ended_at"]]))
+    # one row per frame of each camera, one per push
+    assert ours(m)["dataqueue_rows"] == 4 + 4 + 1
+
+    producers = {(p["device_id"], p["data_type"]): p for p in m["producers"]}
+    assert set(producers) == {
+        ("mesoscope", "frames"),
+        ("pupil", "video"),
+        ("dataqueue", "dataqueue"),
+        ("notes", "notes"),
+        ("session", "session_config"),
+        ("session", "timestamps"),
+    }
+    meso, pupil = producers["mesoscope", "frames"], producers["pupil", "video"]
+    assert meso["output_path"].startswith("func/")
+    assert meso["output_path"].endswith("_meso.ome.tiff")
+    assert meso["file_type"] == "ome.tiff" and meso["bids_type"] == "func"
+    assert pupil["output_path"].startswith("beh/") and pupil["file_type"] == "mp4"
+    assert pupil["sampling_rate_hz"] == 20
+    assert pupil["calibration"]["codec"] == "mp4v"
+    for entry in (meso, pupil):
+        assert entry["calibration"]["frames"] == 4
+        assert entry["calibration"]["frames_lost"] == 0
+        assert entry["metadata_path"] == entry["output_path"] + "_frame_metadata.json"
+        sidecar_payload = load_json(run.run_dir / entry["metadata_path"])
         assert len(sidecar_payload["p0"]) == 4
-        parse_utc(pd.Series([entry["started"], entry["stopped"]]))
-    assert by_kind["tiff"]["path"].startswith("func/")
-    assert by_kind["mp4"]["path"].startswith("beh/")
-    assert by_kind["mp4"]["codec"] == "mp4v"
-    assert by_kind["mp4"]["fps"] == 20
-    assert "codec" not in by_kind["tiff"]
+        assert entry["dataqueue_schema"]["device_id"] == entry["device_id"]
+        parse_utc(
+            pd.Series(
+                [entry["calibration"]["started"], entry["calibration"]["stopped"]]
+            )
+        )
+    assert producers["notes", "notes"]["dataqueue_schema"]["device_id"] == "notes"
 
     # every file of the run is accounted for
-    listed = {f["path"] for f in m["files"]} | {
-        f["sidecar"] for f in m["files"] if f.get("sidecar")
+    listed = {p["output_path"] for p in m["producers"]} | {
+        p["metadata_path"] for p in m["producers"] if p.get("metadata_path")
     }
     assert all((run.run_dir / p).exists() for p in listed)
     assert files_under(run.run_dir) == listed | {run.manifest_path.name}
@@ -547,16 +565,17 @@ def test_exception_in_block_propagates_and_run_is_still_finalized(tmp_path, core
         raise RuntimeError("stage jammed")
     assert not run.running
     m = load_json(run.manifest_path)
-    assert m["complete"] is False
-    assert any("stage jammed" in e for e in m["errors"]), m["errors"]
-    assert m["stopped"] is not None
-    (entry,) = [f for f in m["files"] if f["kind"] == "tiff"]
+    assert m["acquisition_complete"] is False
+    assert any("stage jammed" in e for e in ours(m)["errors"]), ours(m)["errors"]
+    assert m["ended_at"] is not None
+    (entry,) = [f for f in ours(m)["files"] if f["kind"] == "tiff"]
     assert entry["frames"] == 3
     assert (run.run_dir / entry["sidecar"]).is_file()
     ts = pd.read_csv(run.timestamps_path, dtype=str, keep_default_na=False)
     assert ts["device_id"].tolist() == ["run", "meso"]
     parse_utc(ts["stopped"])
-    assert len(pd.read_csv(run.dataqueue_path)) == 1
+    dq = pd.read_csv(run.dataqueue_path)
+    assert dq["device_id"].tolist() == ["meso"] * 3 + ["notes", "wheel"]
     assert "before the failure" in run.notes_path.read_text(encoding="utf-8")
 
 
@@ -583,9 +602,9 @@ def test_exception_while_a_recording_is_running(tmp_path, core):
         core.setExposure(0)
     assert not thread.is_alive()
     m = load_json(run.manifest_path)
-    assert m["complete"] is False
-    assert any("lost trigger" in e for e in m["errors"])
-    (entry,) = [f for f in m["files"] if f["kind"] == "tiff"]
+    assert m["acquisition_complete"] is False
+    assert any("lost trigger" in e for e in ours(m)["errors"])
+    (entry,) = [f for f in ours(m)["files"] if f["kind"] == "tiff"]
     frames = entry["frames"]
     assert 3 <= frames < 2000
     sidecar_payload = load_json(run.run_dir / entry["sidecar"])
@@ -626,7 +645,10 @@ def test_notes_and_journal_survive_sigkill(tmp_path):
         assert ready, "child never became ready"
         assert proc.stdout.readline().strip() == "ready"
         journal = kill_after_journal(
-            proc, lambda: next(root.glob("sub-M1/ses-01/func/*.jsonl"), None), 3, 30
+            proc,
+            lambda: next(root.glob("data/sub-M1/ses-01/func/*.jsonl"), None),
+            3,
+            30,
         )
     finally:
         if proc.poll() is None:  # the child never got as far as the kill
@@ -634,7 +656,7 @@ def test_notes_and_journal_survive_sigkill(tmp_path):
             proc.wait()
         proc.stdout.close()
 
-    run_dir = root / "sub-M1" / "ses-01"
+    run_dir = root / "data" / "sub-M1" / "ses-01"
     (notes,) = run_dir.glob("*_task-crash_notes.txt")
     lines = notes.read_text(encoding="utf-8").splitlines()
     assert [NOTE_RE.fullmatch(x).group(2) for x in lines] == [
@@ -644,9 +666,9 @@ def test_notes_and_journal_survive_sigkill(tmp_path):
     ]
     (manifest_path,) = run_dir.glob("*_manifest.json")
     manifest = load_json(manifest_path)
-    assert manifest["complete"] is False
-    assert manifest["stopped"] is None
-    assert any(f["kind"] == "tiff" for f in manifest["files"])
+    assert manifest["acquisition_complete"] is False
+    assert manifest["ended_at"] is None
+    assert any(f["kind"] == "tiff" for f in ours(manifest)["files"])
     (timestamps,) = run_dir.glob("*_timestamps.csv")
     ts = read_rows(timestamps)
     assert ts[1][0] == "run" and ts[1][1] and ts[1][2] == ""
@@ -654,7 +676,9 @@ def test_notes_and_journal_survive_sigkill(tmp_path):
     assert ["power", "3"] in read_rows(config)
     (dataqueue,) = run_dir.glob("beh/*_dataqueue.csv")
     dq = read_rows(dataqueue)
-    assert len(dq) == 2 and json.loads(dq[1][4]) == {"speed": 1.0}
+    assert [r[3] for r in dq[1:5]] == ["notes"] * 3 + ["wheel"]
+    assert json.loads(dq[4][4]) == {"speed": 1.0}
+    assert {r[3] for r in dq[5:]} == {"meso"}  # the camera's frames: the run's clock
 
     # the recording is recoverable from its journal
     (data,) = run_dir.glob("func/*_meso.ome.tiff")

@@ -24,6 +24,7 @@ from ._pipeline import (
     WriterStats,
 )
 from ._signals import connect_direct
+from .clock import frame_clock
 from .errors import RecordingError
 from .journal import FrameJournal, Mode
 from .paths import with_name_suffix
@@ -60,6 +61,9 @@ class QueuedWriterMixin:
         self.sidecar_path = sidecar_path(self._filename)
         self.journal_path = journal_path(self._filename)
         self.on_error: Callable[[BaseException], None] | None = None
+        # (image number, device time) of every frame handed to this writer, on the
+        # acquisition thread: the run manager turns it into the run's clock rows
+        self.frame_listener: Callable[[Any, Any], None] | None = None
         self._journal: FrameJournal | None = None
         self._io_lock = threading.Lock()  # guards file handles vs. the flusher thread
         self._frames_by_position: dict[str, int] = {}
@@ -122,6 +126,8 @@ class QueuedWriterMixin:
         if frame.base is not None or not frame.flags.c_contiguous:
             # a view may point into a camera buffer that is about to be reused
             frame = frame.copy()
+        if (listener := self.frame_listener) is not None:
+            listener(*frame_clock(meta, self.stats.frames_received))
         self._pipeline.put_frame(frame, event, meta, nbytes=frame.nbytes)
 
     def sequenceFinished(self, seq: useq.MDASequence) -> None:

@@ -1,14 +1,18 @@
-"""The run manager: one folder per run with its writers, notes, timestamps,
-configuration, data-queue log and manifest (DESIGN.md §3).
+"""The run manager: one run of a session with its writers, notes, timestamps,
+configuration, data queue and AcquisitionManifest (DESIGN.md §3).
 
 Usage::
 
-    with RunManager(root, subject="M042", session=1, task="widefield") as run:
-        writer = run.writer_for("meso", "tiff")
+    with RunManager(experiment, subject="M042", session=1, task="widefield") as run:
+        writer = run.writer_for("mesoscope", "tiff", suffix="meso")
         run.add_note("whisker stim at 60 s")
         ...  # run the acquisition with `writer`
     # leaving the block (also through an exception) finalizes writers, timestamps,
     # data queue and manifest; run.errors says what went wrong, if anything.
+
+Files go to ``<experiment>/data/sub-<s>/ses-<n>/`` (see ``runpaths.py``). Every camera
+writer pushes one data-queue row per frame (the run's one clock), and every note one
+row of device ``notes``.
 """
 
 from __future__ import annotations
@@ -18,21 +22,30 @@ import datetime as _dt
 import io
 import os
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
+from .clock import local_iso, local_now
 from .dataqueue import DataQueue
 from .errors import RecordingError
 from .paths import split_extension
+from .run_manifest import (
+    Producer,
+    build_manifest,
+    camera_queue_rows,
+    notes_queue_rows,
+    write_manifest,
+)
 from .runpaths import RunPaths
-from .sidecar import utc_now_iso, write_json_atomic
 from .video import CV2Writer
 from .writer import CustomWriter
 
 Writer = CustomWriter | CV2Writer
 WriterKind = Literal["tiff", "mp4", "avi"]
-MANIFEST_FORMAT = "mesofield-run-manifest"
+EXTRA_FORMAT = "mesofield-napari-run"
+_BIDS_TYPE = {"tiff": "func", "mp4": "beh", "avi": "beh"}
 
 
 def escape_note(text: str) -> str:
@@ -46,13 +59,29 @@ def escape_note(text: str) -> str:
     )
 
 
+def to_local_iso(stamp: str | None) -> str:
+    """An ISO stamp (any offset) as local time with its offset; '' for None."""
+    if not stamp:
+        return ""
+    try:
+        return (
+            _dt.datetime.fromisoformat(stamp)
+            .astimezone()
+            .isoformat(timespec="microseconds")
+        )
+    except ValueError:
+        return stamp
+
+
+def writer_kind(writer: Writer) -> str:
+    if isinstance(writer, CustomWriter):
+        return "tiff"
+    return split_extension(writer._filename)[1].lstrip(".").lower()
+
+
 def describe_writer(writer: Writer) -> list[dict[str, Any]]:
     """One manifest/CLI entry per data file a writer produced."""
-    kind = (
-        "tiff"
-        if isinstance(writer, CustomWriter)
-        else split_extension(writer._filename)[1].lstrip(".")
-    )
+    kind = writer_kind(writer)
     per_position = writer.frames_written
     entries = []
     for path in writer.files:
@@ -69,8 +98,8 @@ def describe_writer(writer: Writer) -> list[dict[str, Any]]:
             "journal": str(writer.journal_path)
             if writer.journal_path.exists()
             else None,
-            "started": writer.started_at,
-            "stopped": writer.stopped_at,
+            "started": to_local_iso(writer.started_at) or None,
+            "stopped": to_local_iso(writer.stopped_at) or None,
             "frames_lost": writer.stats.frames_lost,
             "backpressure_events": writer.stats.backpressure_events,
         }
@@ -82,7 +111,16 @@ def describe_writer(writer: Writer) -> list[dict[str, Any]]:
 
 
 class RunManager:
-    """Orchestrates the files of one run. Thread-safe for notes and queue pushes."""
+    """Orchestrates the files of one run. Thread-safe for notes and queue pushes.
+
+    Parameters
+    ----------
+    root
+        The experiment folder; the run goes to ``<root>/data/sub-<s>/ses-<n>/``.
+    parameters
+        Rows of the configuration CSV (``Parameter,Value``); ``experimenter`` and
+        ``protocol`` also go into the manifest's session identity.
+    """
 
     def __init__(
         self,
@@ -94,33 +132,47 @@ class RunManager:
     ) -> None:
         self.paths = RunPaths(Path(root), str(subject), str(session), str(task))
         p = self.paths
-        self.notes_path = p.file("notes", ".txt")
-        self.timestamps_path = p.file("timestamps", ".csv")
-        self.configuration_path = p.file("configuration", ".csv")
-        self.manifest_path = p.file("manifest", ".json")
-        self.dataqueue_path = p.file("dataqueue", ".csv", "beh")
         self.parameters: dict[str, Any] = {
             "subject": p.subject,
             "session": p.session,
             "task": p.task,
             **dict(parameters or {}),
         }
-        self.queue = DataQueue(self.dataqueue_path)
         self.notes: list[str] = []
         self.errors: list[str] = []
         self.started: str | None = None
         self.stopped: str | None = None
+        self._started_at: _dt.datetime | None = None
+        self._stopped_at: _dt.datetime | None = None
         self._writers: dict[str, Writer] = {}
+        self._producers: list[Producer] = []
+        self._clock_devices: set[str] = set()  # cameras already pushing queue rows
         self._devices: dict[str, list[str | None]] = {}  # id -> [started, stopped]
         self._state: Literal["new", "running", "stopped"] = "new"
+        self._assign_paths()
+
+    def _assign_paths(self) -> None:
+        p = self.paths
+        self.configuration_path = p.run_dir / p.name("configuration", ".csv")
+        self.notes_path = p.file("notes", ".txt")
+        self.timestamps_path = p.file("timestamps", ".csv")
+        self.manifest_path = p.file("manifest", ".json")
+        self.dataqueue_path = p.file("dataqueue", ".csv", "beh")
+        self.queue = DataQueue(self.dataqueue_path)
 
     @property
     def run_dir(self) -> Path:
+        """The session folder this run writes into."""
         return self.paths.run_dir
 
     @property
     def running(self) -> bool:
         return self._state == "running"
+
+    @property
+    def complete(self) -> bool:
+        """Stopped, with nothing failed."""
+        return self._state == "stopped" and not self.errors
 
     @property
     def writers(self) -> list[Writer]:
@@ -140,12 +192,20 @@ class RunManager:
             ) from exc
         if not os.access(self.run_dir, os.W_OK | os.X_OK):
             raise PermissionError(f"run folder is not writable: {self.run_dir}")
-        self.started = utc_now_iso()
+        stamp = self.paths.stamp
+        path, fh = self.paths.claim("configuration", ".csv")
+        if self.paths.stamp != stamp:  # another run took that second
+            self._assign_paths()
+        self.configuration_path = path
+        with fh:
+            self._write_configuration(fh)
+        self._started_at = local_now()
+        self.started = self._started_at.isoformat(timespec="microseconds")
         self._state = "running"
-        self._write_configuration()
         self.notes_path.touch(exist_ok=False)
         self._write_timestamps()
         self.queue.start()
+        self._producers[:0] = self._session_producers()
         self._write_manifest()
         return self
 
@@ -155,9 +215,9 @@ class RunManager:
         """Finalize writers, data queue, timestamps and manifest (in that order).
 
         Every step runs even if an earlier one failed; failures are listed in
-        ``errors`` and in the manifest (``complete: false``), then raised as a
-        :class:`RecordingError` unless ``raise_errors`` is false or the run is already
-        ending with ``error``.
+        ``errors`` and in the manifest (``acquisition_complete: false``), then raised
+        as a :class:`RecordingError` unless ``raise_errors`` is false or the run is
+        already ending with ``error``.
         """
         if self._state != "running":
             return self.manifest()
@@ -176,7 +236,8 @@ class RunManager:
                 raise self.queue.error
         except Exception as exc:
             self.errors.append(f"data queue: {exc}")
-        self.stopped = utc_now_iso()
+        self._stopped_at = local_now()
+        self.stopped = self._stopped_at.isoformat(timespec="microseconds")
         self._state = "stopped"
         for step in (self._write_timestamps, self._write_manifest):
             try:
@@ -199,63 +260,111 @@ class RunManager:
         self.stop(error=exc)
 
     # ------------------------------------------------------------ writers & devices
+    def data_path(self, suffix: str, ext: str, bids_type: str | None) -> Path:
+        """A fresh, collision-safe path for a device's data file in this run."""
+        path = self.paths.file(suffix, ext, bids_type)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
     def writer_for(
-        self, device_id: str, kind: WriterKind = "tiff", **kwargs: Any
+        self,
+        device_id: str,
+        kind: WriterKind = "tiff",
+        *,
+        suffix: str | None = None,
+        bids_type: str | None = None,
+        sampling_rate_hz: float | None = None,
+        **kwargs: Any,
     ) -> Writer:
-        """A writer for camera ``device_id``: OME-TIFF in ``func/``, video in ``beh/``."""
+        """A writer for camera ``device_id``: OME-TIFF in ``func/``, video in ``beh/``.
+
+        The file is named ``…_<suffix>.<ext>`` (default: the device id). The first
+        writer of a camera pushes one data-queue row per frame under ``device_id``.
+        """
         key = f"{device_id}.{kind}"
         if key in self._writers:
             raise ValueError(f"this run already has a {kind} writer for {device_id!r}")
-        if kind == "tiff":
-            path = self.paths.file(device_id, ".ome.tiff", "func")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            writer: Writer = CustomWriter(path, **kwargs)
-        elif kind in ("mp4", "avi"):
-            path = self.paths.file(device_id, f".{kind}", "beh")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            writer = CV2Writer(path, **kwargs)
-        else:
+        if kind not in _BIDS_TYPE:
             raise ValueError(
                 f"writer kind must be 'tiff', 'mp4' or 'avi', got {kind!r}"
             )
+        folder = bids_type or _BIDS_TYPE[kind]
+        suffix = suffix or device_id
+        if kind == "tiff":
+            path = self.data_path(suffix, ".ome.tiff", folder)
+            writer: Writer = CustomWriter(path, **kwargs)
+        else:
+            path = self.data_path(suffix, f".{kind}", folder)
+            writer = CV2Writer(path, **kwargs)
+            sampling_rate_hz = sampling_rate_hz or writer.fps
         self._writers[key] = writer
+        clock = device_id not in self._clock_devices
+        if clock:
+            self._clock_devices.add(device_id)
+            writer.frame_listener = partial(self._camera_row, device_id)
+        self._producers.append(
+            Producer(
+                device_id=device_id,
+                device_type="camera",
+                data_type="frames" if kind == "tiff" else "video",
+                file_type="ome.tiff" if kind == "tiff" else kind,
+                output_path=path,
+                bids_type=folder,
+                metadata_path=writer.sidecar_path,
+                sampling_rate_hz=sampling_rate_hz,
+                clock_source="micromanager_core",
+                queue_rows=camera_queue_rows(device_id) if clock else None,
+                calibration=partial(_writer_calibration, writer, path),
+            )
+        )
         if self.running:
             self._write_manifest()
         return writer
 
+    def add_producer(self, producer: Producer) -> None:
+        """Declare another device's data file (an encoder, say) in the manifest."""
+        self._producers.append(producer)
+        if self.running:
+            self._write_manifest()
+
     def device_started(self, device_id: str) -> None:
-        self._devices.setdefault(str(device_id), [None, None])[0] = utc_now_iso()
+        self._devices.setdefault(str(device_id), [None, None])[0] = local_iso()
 
     def device_stopped(self, device_id: str) -> None:
-        self._devices.setdefault(str(device_id), [None, None])[1] = utc_now_iso()
+        self._devices.setdefault(str(device_id), [None, None])[1] = local_iso()
 
     def push(self, device_id: str, payload: Any, device_ts: Any = None) -> None:
         """Add a packet to the run's data queue (logged to ``beh/..._dataqueue.csv``)."""
         self.queue.push(device_id, payload, device_ts)
 
+    def _camera_row(self, device_id: str, image_number: Any, device_ts: Any) -> None:
+        self.queue.push(device_id, image_number, device_ts)
+
     # ------------------------------------------------------------ notes
     def add_note(self, text: str) -> str:
-        """Append a timestamped note to the notes file now (flushed and fsync'ed)."""
+        """Append a timestamped note to the notes file now (flushed and fsync'ed),
+        and a ``notes`` row to the data queue (the run's clock)."""
         if self._state != "running":
             raise RuntimeError("notes can only be added while the run is running")
         stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-        line = f"{stamp}: {escape_note(text)}"
+        text = escape_note(text)
+        line = f"{stamp}: {text}"
         with open(self.notes_path, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+        self.queue.push("notes", text, local_iso())
         self.notes.append(line)
         return line
 
     # ------------------------------------------------------------ files
-    def _write_configuration(self) -> None:
+    def _write_configuration(self, fh: IO[str]) -> None:
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["Parameter", "Value"])
         for key, value in self.parameters.items():
             w.writerow([key, value])
-        with open(self.configuration_path, "x", newline="", encoding="utf-8") as fh:
-            fh.write(buf.getvalue())
+        fh.write(buf.getvalue())
 
     def _timestamp_rows(self) -> list[list[str]]:
         rows = [["run", self.started or "", self.stopped or ""]]
@@ -265,7 +374,11 @@ class RunManager:
             if device_id not in seen:
                 seen.add(device_id)
                 rows.append(
-                    [device_id, writer.started_at or "", writer.stopped_at or ""]
+                    [
+                        device_id,
+                        to_local_iso(writer.started_at),
+                        to_local_iso(writer.stopped_at),
+                    ]
                 )
         for device_id, (started, stopped) in self._devices.items():
             if device_id not in seen:
@@ -274,48 +387,110 @@ class RunManager:
 
     def _write_timestamps(self) -> None:
         tmp = self.timestamps_path.with_name(f".{self.timestamps_path.name}.tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(["device_id", "started", "stopped"])
-            w.writerows(self._timestamp_rows())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.timestamps_path)
+        try:
+            with open(tmp, "w", newline="", encoding="utf-8") as fh:
+                w = csv.writer(fh)
+                w.writerow(["device_id", "started", "stopped"])
+                w.writerows(self._timestamp_rows())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.timestamps_path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # never leave a half-written temp file
+            raise
+
+    def _session_producers(self) -> list[Producer]:
+        def rows() -> dict[str, Any]:
+            return {"rows_by_device": dict(self.queue.rows_by_device)}
+
+        def note_count() -> dict[str, Any]:
+            return {"notes": len(self.notes)}
+
+        return [
+            Producer(
+                "dataqueue",
+                "dataqueue",
+                "dataqueue",
+                "csv",
+                self.dataqueue_path,
+                bids_type="beh",
+                clock_source="monotonic_s",
+                calibration=rows,
+            ),
+            Producer(
+                "notes",
+                "notes",
+                "notes",
+                "txt",
+                self.notes_path,
+                queue_rows=notes_queue_rows(),
+                calibration=note_count,
+            ),
+            Producer(
+                "session",
+                "session",
+                "session_config",
+                "csv",
+                self.configuration_path,
+            ),
+            Producer("session", "session", "timestamps", "csv", self.timestamps_path),
+        ]
 
     def manifest(self) -> dict[str, Any]:
-        """The run manifest as a dict (what ``..._manifest.json`` holds)."""
+        """The AcquisitionManifest as a JSON-ready dict (what the file holds)."""
+        return self._build_manifest().model_dump(mode="json")
+
+    def _build_manifest(self) -> Any:
         files: list[dict[str, Any]] = []
         for key, writer in self._writers.items():
             for entry in describe_writer(writer):
                 files.append({"device_id": key.rsplit(".", 1)[0], **entry})
-        for kind, path in (
-            ("configuration", self.configuration_path),
-            ("notes", self.notes_path),
-            ("timestamps", self.timestamps_path),
-            ("dataqueue", self.dataqueue_path),
-        ):
-            files.append({"path": str(path), "kind": kind, "exists": path.exists()})
         for f in files:
-            f["path"] = os.path.relpath(f["path"], self.run_dir)
-            for key in ("sidecar", "journal"):
-                if f.get(key):
-                    f[key] = os.path.relpath(f[key], self.run_dir)
-        return {
-            "format": MANIFEST_FORMAT,
-            "version": 1,
-            "run_dir": str(self.run_dir),
-            "subject": self.paths.subject,
-            "session": self.paths.session,
-            "task": self.paths.task,
-            "stamp": self.paths.stamp,
-            "started": self.started,
-            "stopped": self.stopped,
-            "complete": self._state == "stopped" and not self.errors,
-            "errors": list(self.errors),
-            "notes": len(self.notes),
-            "dataqueue_rows": self.queue.rows_written,
-            "files": files,
-        }
+            for k in ("path", "sidecar", "journal"):
+                if f.get(k):
+                    f[k] = Path(os.path.relpath(f[k], self.run_dir)).as_posix()
+        params = self.parameters
+        return build_manifest(
+            session_dir=self.run_dir,
+            subject=self.paths.subject,
+            session=self.paths.session,
+            task=self.paths.task,
+            experimenter=str(params.get("experimenter") or "") or None,
+            protocol=str(params.get("protocol") or "") or None,
+            started_at=self._started_at or local_now(),
+            ended_at=self._stopped_at,
+            complete=self.complete,
+            producers=self._producers,
+            notes="\n".join(self.notes) or None,
+            extra={
+                "format": EXTRA_FORMAT,
+                "version": 2,
+                "stamp": self.paths.stamp,
+                "state": self._state,
+                "errors": list(self.errors),
+                "notes": len(self.notes),
+                "dataqueue_rows": self.queue.rows_written,
+                "files": files,
+            },
+        )
 
     def _write_manifest(self) -> None:
-        write_json_atomic(self.manifest_path, self.manifest())
+        write_manifest(self.manifest_path, self._build_manifest())
+
+
+def _writer_calibration(writer: Writer, path: Path) -> dict[str, Any]:
+    """What the schema has no field for: frame counts, losses, codec, clock."""
+    entry = next(
+        (e for e in describe_writer(writer) if Path(e["path"]) == path),
+        None,
+    )
+    if entry is None:
+        return {}
+    out = {
+        k: entry[k]
+        for k in ("frames", "frames_lost", "backpressure_events", "started", "stopped")
+    }
+    for k in ("codec", "fps"):
+        if k in entry:
+            out[k] = entry[k]
+    return out

@@ -20,6 +20,7 @@ import numpy as np
 from ._pipeline import DEFAULT_FLUSH_INTERVAL_S, DEFAULT_MAX_QUEUE_BYTES
 from ._queued import _NULL, QueuedWriterMixin
 from ._upstream import OMETiffWriter
+from .clock import local_iso
 from .codecs import (
     ContrastMapping,
     bit_depth_from_pixel_format,
@@ -190,6 +191,8 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
             state["count"] += 1
         if frame.base is not None or not frame.flags.c_contiguous:
             frame = frame.copy()
+        if (listener := self.frame_listener) is not None:
+            listener(entry["index"], local_iso())
         self._pipeline.put_frame(frame, entry, nbytes=frame.nbytes)
 
     def finish(self, extra_metadata: dict[str, Any] | None = None) -> Path:
