@@ -124,8 +124,9 @@ def test_dff_collapse_first_matches_reference(rec_path, stack, tmp_path, window_
     np.testing.assert_allclose(res.values, ref, rtol=1e-9, atol=1e-12)
     assert res.path.name == "sub-1_meso_meso-collapse_first-trace.csv"
     header, rows = read_csv(res.path)
-    assert header == ["frame", "time_s", "dff"]
-    np.testing.assert_allclose(rows[:, 2], ref, rtol=1e-8, atol=1e-10)
+    assert header == ["Slice", "Mean", "time_s"]  # what mesofield's datakit reads
+    np.testing.assert_array_equal(rows[:, 0], np.arange(len(ref)))
+    np.testing.assert_allclose(rows[:, 1], ref, rtol=1e-8, atol=1e-10)
     assert res.params["window_frames"] == w
 
 

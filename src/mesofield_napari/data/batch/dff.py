@@ -113,7 +113,8 @@ def dff_trace(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> TraceResult:
-    """ΔF/F trace → ``<stem>_meso-<method>-trace.csv`` (``frame,time_s,dff``).
+    """ΔF/F trace → ``<stem>_meso-<method>-trace.csv`` (``Slice,Mean,time_s``:
+    0-based frame, ΔF/F, seconds — the columns mesofield's datakit reads).
 
     ``frame`` is 0-based, ``time_s`` the sidecar time. ``fs`` (Hz) defaults to
     ``1 / median(diff(time_s))``; without timestamps it must be given
@@ -177,9 +178,9 @@ def dff_trace(
     with atomic_output(out, overwrite) as tmp:
         write_csv(
             tmp,
-            ["frame", "time_s", "dff"],
-            [np.arange(n), t, dff],
-            ["%d", "%.6f", "%.10g"],
+            ["Slice", "Mean", "time_s"],  # datakit reads trace CSVs as Slice,Mean
+            [np.arange(n), dff, t],
+            ["%d", "%.10g", "%.6f"],
         )
     return TraceResult(out, rec.path, key, n, dff, t, params)
 

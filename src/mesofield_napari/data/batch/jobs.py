@@ -117,8 +117,21 @@ def run_folder(path: str | os.PathLike[str]) -> Path:
 
 
 def default_out_dir(rec: Recording) -> Path:
-    """``<run folder>/processed``."""
-    return run_folder(rec.path) / "processed"
+    """Where datakit looks for (and prefers) processed outputs.
+
+    A recording of ``<experiment>/data/sub-<s>/ses-<n>/`` exports to
+    ``<experiment>/processed/sub-<s>/ses-<n>/``; one outside that layout (run folders
+    written before it) to ``<run folder>/processed``.
+    """
+    session = run_folder(rec.path)
+    sub = session.parent
+    if (
+        session.name.startswith("ses-")
+        and sub.name.startswith("sub-")
+        and sub.parent.name == "data"
+    ):
+        return sub.parent.parent / "processed" / sub.name / session.name
+    return session / "processed"
 
 
 def resolve_out_dir(rec: Recording, out_dir: str | os.PathLike[str] | None) -> Path:

@@ -471,8 +471,9 @@ def read_trace_csv(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray
     header = [h.strip() for h in rows[0]]
     data = np.array(rows[1:], dtype=float).reshape(-1, len(header))
     if "Mean" in header:
-        col, quantity = header.index("Mean"), "mean"
-    elif "dff" in header:
+        dff = not Path(path).name.endswith("mean-trace.csv")
+        col, quantity = header.index("Mean"), "dF/F" if dff else "mean"
+    elif "dff" in header:  # ΔF/F files written before datakit's columns
         col, quantity = header.index("dff"), "dF/F"
     else:
         raise ValueError(f"{path}: not a trace file (columns {', '.join(header)})")
