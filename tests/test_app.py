@@ -60,7 +60,7 @@ def test_scripted_gui_records_through_the_widget_and_saves_a_screenshot(tmp_path
     (tiff,) = out.rglob("*.ome.tiff")
     assert tifffile.imread(tiff).shape == (25, 64, 80)
     (manifest,) = out.rglob("*_manifest.json")
-    assert json.loads(manifest.read_text())["complete"] is True
+    assert json.loads(manifest.read_text())["acquisition_complete"] is True
     img = cv2.imread(str(shot))
     assert img is not None and img.shape[0] > 300 and img.shape[1] > 400
     assert len(np.unique(img.reshape(-1, 3), axis=0)) > 50  # a real window, not blank

@@ -90,7 +90,7 @@ def test_record_through_widget_on_micromanager_core(viewer, mm, qtbot, tmp_path)
     sidecar = read_json(f"{tiff}_frame_metadata.json")
     assert sum(len(v) for v in sidecar.values()) == 40
     (manifest,) = run_files(tmp_path / "data", "*_manifest.json")
-    assert read_json(manifest)["complete"] is True
+    assert read_json(manifest)["acquisition_complete"] is True
     assert len(run_files(tmp_path / "data", "*.mp4")) == 1
 
     # the live layer was replaced by the reopened recording (lazy, whole run)
@@ -200,7 +200,7 @@ def test_closing_mid_run_finalizes_files(viewer, mm, qtbot, tmp_path, closing):
     assert frames > 5
     assert tiff_stack(tiff).shape[0] >= frames
     (manifest,) = tmp_path.rglob("*_manifest.json")
-    assert read_json(manifest)["complete"] is True
+    assert read_json(manifest)["acquisition_complete"] is True
     assert not core.mda.is_running()
 
 
@@ -229,7 +229,7 @@ def test_camera_error_mid_run_finalizes_what_was_recorded(
     (tiff,) = tmp_path.rglob("*.ome.tiff")
     np.testing.assert_array_equal(tiff_stack(tiff)[:20][19], cam.frame(19))
     (manifest,) = tmp_path.rglob("*_manifest.json")
-    assert read_json(manifest)["stopped"]
+    assert read_json(manifest)["ended_at"]
     assert rec.record_button.isEnabled()  # ready for the next run
 
 

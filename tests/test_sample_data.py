@@ -62,7 +62,7 @@ def test_record_demo_run_into_given_root(tmp_path: Path) -> None:
     run_dir = record_demo_run(tmp_path, frames=7, shape=(32, 48), exposure_ms=0)
     assert run_dir.is_relative_to(tmp_path)
     manifest = read_json(next(run_dir.glob("*_manifest.json")))
-    assert manifest["complete"] is True
+    assert manifest["acquisition_complete"] is True
     (tiff,) = run_dir.rglob("*.ome.tiff")
     assert len(read_json(sidecar_path(tiff))["p0"]) == 7
     notes = next(run_dir.glob("*_notes.txt")).read_text(encoding="utf-8")
