@@ -94,7 +94,9 @@ class AVVideoEncoder:
             ctx.gop_size = keyframe_interval(fps)
             ctx.color_range = _FULL_RANGE
             ctx.thread_count = max(1, int(threads))
-            x264: dict[str, str] = {"preset": str(preset)}
+            # zerolatency: sliced threads, so no frame waits inside the encoder
+            # (measured as fast as frame threads here, same size)
+            x264: dict[str, str] = {"preset": str(preset), "tune": "zerolatency"}
             if lossless:
                 x264["qp"] = "0"
             else:

@@ -146,10 +146,11 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
         if (err := self.error) is not None:
             kept = sum(self._frames_by_position.values())
             received = self.stats.frames_received
+            name = Path(self._filename).name
+            prefix = "" if name in str(err) else f"{name}: "
             raise RecordingError(
-                f"{Path(self._filename).name}: {err} ({kept} frame(s) decodable in "
-                f"the file; {max(received - kept, 0)} of {received} received not "
-                "saved)"
+                f"{prefix}{err} ({kept} frame(s) decodable in the file; "
+                f"{max(received - kept, 0)} of {received} received not saved)"
             ) from err
 
     # ------------------------------------------------------------ MDA mode
@@ -197,7 +198,7 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
                 )
         self._writers.clear()
         self._write_sidecar(dict(self.frame_metadatas))
-        if problems:
+        if problems and self.error is None:  # else raise_if_failed reports it
             raise RecordingError("; ".join(problems))
 
     # ------------------------------------------------------------ direct mode
@@ -288,7 +289,7 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
         payload.update({"codec": self.fourcc, "fps": self._fps})
         payload.update(extra)
         self._write_sidecar(payload)
-        if found < expected:
+        if found < expected and self.error is None:
             raise RecordingError(
                 f"{path.name}: only {found} of {expected} frame(s) decode"
                 + (f" ({problem})" if problem else "")
