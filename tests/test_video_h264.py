@@ -196,3 +196,21 @@ def test_lossless_rejects_a_lossy_fourcc(tmp_path: Path) -> None:
 def test_env_var_h264_lossless(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(codecs.FOURCC_ENV, "h264-lossless")
     assert CV2Writer(tmp_path / "x.mp4").fourcc == "h264-lossless"
+
+
+# ----------------------------------------------------------------- export video
+def test_export_video_writes_h264_by_default(tmp_path: Path) -> None:
+    from _synthetic import write_recording
+    from mesofield_napari.data.batch import export_video
+
+    ramp = (np.arange(24)[:, None, None] * 150 + np.zeros((1, H, W))).astype(np.uint16)
+    src = write_recording(tmp_path / "r.ome.tiff", ramp)
+    res = export_video(src, contrast=(0, 24 * 150), out_dir=tmp_path / "v", fps=20)
+    assert res.fourcc == "h264"
+    assert read_json(res.sidecar)["codec"] == "h264"
+    gray, codec, packets = av_frames(res.path)
+    assert (len(gray), codec, packets) == (24, "h264", 24)
+    cv_frames, _, _ = read_video(res.path)
+    assert len(cv_frames) == 24
+    for i, frame in enumerate(gray):
+        assert abs(float(frame.mean()) - i * 150 * 255 / 3600) <= 1.5
