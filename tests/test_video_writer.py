@@ -270,30 +270,48 @@ def test_invalid_contrast_limits_rejected(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------- codecs
-def test_h264_falls_back_with_one_warning(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if any(codecs._can_encode(".mp4", c) for c in ("avc1", "H264")):
-        pytest.skip("this OpenCV build encodes H.264: no fallback to test")
-    monkeypatch.setattr(codecs, "_resolved", {})  # forget earlier probes
-    with pytest.warns(CodecUnavailableWarning, match="mp4v"):
+def test_default_is_real_h264_without_warning(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback any more
         writer = CV2Writer(tmp_path / "a.mp4")  # default: H264
     assert writer.requested_fourcc == "H264"
-    assert writer.fourcc == "mp4v"
+    assert writer.fourcc == writer.codec == "h264"
     writer.begin(W, H)
     for _ in range(3):
         writer.add_frame(np.zeros((H, W), np.uint16))
     payload = read_json(writer.finish())
-    assert payload["codec"] == "mp4v"  # the codec actually used, not the requested
+    assert payload["codec"] == "h264"  # the codec actually used
     video, _, fourcc = read_video(tmp_path / "a.mp4")
     assert len(video) == 3
-    assert fourcc.upper() in ("MP4V", "FMP4")
+    assert fourcc.lower() in ("avc1", "h264")
 
-    with warnings.catch_warnings(record=True) as caught:
+
+@pytest.mark.parametrize(
+    ("ext", "used", "words"),
+    [(".mp4", "h264", "H.264 (libx264 via PyAV)"), (".avi", "MJPG", "'MJPG'")],
+)
+def test_unknown_fourcc_warning_names_what_was_asked_and_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ext: str, used: str, words: str
+) -> None:
+    monkeypatch.setattr(codecs, "_resolved", {})  # forget earlier probes
+    with pytest.warns(CodecUnavailableWarning) as caught:
+        writer = CV2Writer(tmp_path / f"a{ext}", fourcc="XXXX")
+    (warning,) = caught
+    message = str(warning.message)
+    assert f"cannot encode fourcc 'XXXX' into {ext} files here; using {words}" in (
+        message
+    )
+    assert "no H.264" not in message
+    assert writer.requested_fourcc == "XXXX"
+    assert writer.fourcc == used
+    writer.begin(W, H)
+    writer.add_frame(np.zeros((H, W), np.uint16))
+    assert read_json(writer.finish())["codec"] == used
+
+    with warnings.catch_warnings(record=True) as again:  # one warning per combination
         warnings.simplefilter("always")
-        again = CV2Writer(tmp_path / "b.mp4")
-    assert again.fourcc == "mp4v"
-    assert [w for w in caught if issubclass(w.category, CodecUnavailableWarning)] == []
+        CV2Writer(tmp_path / f"b{ext}", fourcc="XXXX")
+    assert [w for w in again if issubclass(w.category, CodecUnavailableWarning)] == []
 
 
 @pytest.mark.parametrize("fourcc", ["MJPG", "FFV1"])
@@ -331,10 +349,15 @@ def test_wrong_extension_names_the_allowed_ones(tmp_path: Path, name: str) -> No
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("fps", [0, -5, float("nan"), "30"])
-def test_invalid_fps_rejected(tmp_path: Path, fps: object) -> None:
-    with pytest.raises(ValueError, match="fps"):
-        CV2Writer(tmp_path / "x.avi", fps=fps, fourcc="MJPG")  # type: ignore[arg-type]
+@pytest.mark.parametrize(
+    "fps", [0, -5, float("nan"), float("inf"), -float("inf"), 1000.5, 1e9, "30", True]
+)
+@pytest.mark.parametrize("fourcc", ["MJPG", "H264"])
+def test_invalid_fps_rejected(tmp_path: Path, fps: object, fourcc: str) -> None:
+    """fps=inf used to hang forever inside cv2.VideoWriter."""
+    with pytest.raises(ValueError, match=r"fps must be a finite number in \(0, 1000\]"):
+        CV2Writer(tmp_path / "x.avi", fps=fps, fourcc=fourcc)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_existing_video_is_never_overwritten(tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 """Video codec choice and the uint16 -> uint8 contrast mapping for video writers.
 
-OpenCV's pip wheels cannot encode H.264 (``avc1``/``H264`` fail to open). Rather than
-failing at the first frame, :func:`resolve_fourcc` probes once per (extension, fourcc)
-and falls back to a codec every wheel has (``mp4v`` for .mp4, ``MJPG`` for .avi) with a
-single warning; writers record the codec actually used.
+H.264 (the default) is encoded by PyAV's libx264 (:mod:`.av_encoder`): OpenCV's pip
+wheels cannot encode it. Other fourccs (``mp4v``, ``MJPG``, ``FFV1``) stay with
+OpenCV, which does them well. :func:`resolve_codec` probes once per
+(extension, codec) and, for a codec nothing here can encode, falls back with a single
+warning that names what was asked and what is used; writers record the codec used.
 """
 
 from __future__ import annotations
@@ -23,20 +24,21 @@ import numpy as np
 VIDEO_EXTENSIONS = (".mp4", ".avi")
 DEFAULT_FOURCC = "H264"
 FOURCC_ENV = "MESOFIELD_FOURCC"
-FALLBACK_FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}
-# names OpenCV/FFmpeg know H.264 by, tried in order
-_ALIASES = {"H264": ("avc1", "H264", "X264"), "AVC1": ("avc1", "H264")}
+FALLBACK_FOURCC = {".mp4": "h264", ".avi": "MJPG"}  # h264: PyAV, not OpenCV
+# what users may call H.264 (any case); all mean PyAV's libx264
+H264_NAMES = frozenset({"H264", "AVC1", "X264", "AVC"})
+LOSSLESS_NAME = "H264-LOSSLESS"
 
 _probe_lock = threading.Lock()
-_resolved: dict[tuple[str, str], str] = {}
+_resolved: dict[tuple[str, str, bool], str] = {}
 
 
 class CodecUnavailableWarning(UserWarning):
-    """The requested fourcc cannot be encoded; a fallback codec is used."""
+    """The requested codec cannot be encoded; a fallback codec is used."""
 
 
 def default_fourcc() -> str:
-    """``$MESOFIELD_FOURCC`` if set, else H.264 (falls back where unavailable)."""
+    """``$MESOFIELD_FOURCC`` if set, else H.264."""
     return os.environ.get(FOURCC_ENV, "").strip() or DEFAULT_FOURCC
 
 
@@ -103,28 +105,62 @@ def _can_encode(ext: str, fourcc: str) -> bool:
     return ok
 
 
-def resolve_fourcc(ext: str, requested: str) -> str:
-    """The fourcc to use for ``ext``: ``requested`` if OpenCV can encode it, else the
-    extension's fallback (one :class:`CodecUnavailableWarning` per combination)."""
+def describe_codec(codec: str) -> str:
+    """How a warning names a codec: ``'h264'`` -> ``H.264 (libx264 via PyAV)``."""
+    from .av_encoder import H264, H264_LOSSLESS
+
+    return {
+        H264: "H.264 (libx264 via PyAV)",
+        H264_LOSSLESS: "lossless H.264 (libx264 qp=0 via PyAV)",
+    }.get(codec, repr(codec))
+
+
+def resolve_codec(ext: str, requested: str, *, lossless: bool = False) -> str:
+    """The codec to use for ``ext`` files: ``"h264"``/``"h264-lossless"`` (PyAV) or an
+    OpenCV fourcc.
+
+    ``requested`` is a fourcc (``H264``/``avc1``/``mp4v``/``MJPG``/``FFV1``...) or
+    ``h264-lossless``. A codec that cannot be encoded here is replaced by the
+    extension's fallback with one :class:`CodecUnavailableWarning` per combination.
+    """
+    from .av_encoder import H264, H264_LOSSLESS, libx264_available
+
     ext = ext.lower()
-    key = (ext, requested.upper())
+    name = requested.strip()
+    up = name.upper()
+    if up == LOSSLESS_NAME:
+        up, lossless = "H264", True
+    if lossless and up not in H264_NAMES and up != "FFV1":
+        raise ValueError(
+            f"lossless video needs H264 (or FFV1 in .avi), not fourcc {requested!r}"
+        )
+    key = (ext, up, lossless)
     with _probe_lock:
         if key in _resolved:
             return _resolved[key]
-        for candidate in _ALIASES.get(requested.upper(), (requested,)):
-            if _can_encode(ext, candidate):
-                _resolved[key] = candidate
-                return candidate
-        fallback = FALLBACK_FOURCC[ext]
-        if not _can_encode(ext, fallback):
+        if up in H264_NAMES and libx264_available():
+            _resolved[key] = H264_LOSSLESS if lossless else H264
+            return _resolved[key]
+        if up not in H264_NAMES and _can_encode(ext, name):
+            _resolved[key] = name
+            return name
+        if lossless:
             raise RuntimeError(
-                f"this OpenCV build can encode neither {requested!r} nor {fallback!r} "
-                f"into {ext} files"
+                f"cannot encode lossless {requested!r} into {ext} files here "
+                "(PyAV has no libx264 and OpenCV no FFV1)"
+            )
+        fallback = FALLBACK_FOURCC[ext]
+        if fallback == H264 and not libx264_available():  # pragma: no cover
+            fallback = "mp4v"
+        if fallback != H264 and not _can_encode(ext, fallback):
+            raise RuntimeError(
+                f"can encode neither {requested!r} nor {fallback!r} into {ext} files"
             )
         _resolved[key] = fallback
     warnings.warn(
-        f"OpenCV cannot encode fourcc {requested!r} into {ext} here (pip wheels have "
-        f"no H.264); using {fallback!r}. Set {FOURCC_ENV} to choose another codec.",
+        f"cannot encode fourcc {requested!r} into {ext} files here; using "
+        f"{describe_codec(fallback)} instead. Set {FOURCC_ENV} or --fourcc to choose "
+        "another codec.",
         CodecUnavailableWarning,
         stacklevel=3,
     )

@@ -27,6 +27,7 @@ from .sidecar import (
     utc_now_iso,
     write_json_atomic,
 )
+from .video_recovery import is_video, trim_to_decodable
 
 JOURNAL_FORMAT = "mesofield-frame-journal"
 Mode = Literal["mda", "direct"]
@@ -200,8 +201,13 @@ def recover(path: str | os.PathLike[str]) -> RecoveryReport:
                 f"no frame journal for {data.name}, and no readable sidecar {what}; "
                 "nothing to recover"
             )
-        report.frames_by_position = _count_frames(final)
         report.message = "recording is complete; nothing to recover"
+        if is_video(data):  # video branch: a sidecar can list frames that never decode
+            final, note = trim_to_decodable(data, final)
+            if note:
+                write_json_atomic(spath, final)
+                report.message = f"{note}; sidecar trimmed to the decodable frames"
+        report.frames_by_position = _count_frames(final)
         return report
 
     contents = read_journal(jpath)
@@ -221,6 +227,9 @@ def recover(path: str | os.PathLike[str]) -> RecoveryReport:
         extra = {k: v for k, v in contents.header.items() if k not in own}
         extra["recovered_from_journal"] = True
     payload = legacy_payload(mode, contents.entries, extra)
+    note = ""
+    if is_video(data):  # video branch: keep only the frames that decode (or raise)
+        payload, note = trim_to_decodable(data, payload)
     write_json_atomic(spath, payload)
     jpath.unlink()
     report.frames_by_position = _count_frames(payload)
@@ -228,4 +237,6 @@ def recover(path: str | os.PathLike[str]) -> RecoveryReport:
     report.message = f"recovered {report.frames} frame(s) from the journal" + (
         f"; ignored {report.bad_lines} unreadable line(s)" if report.bad_lines else ""
     )
+    if note:
+        report.message += f"; {note}: sidecar trimmed to the decodable frames"
     return report

@@ -1,14 +1,18 @@
-"""``CV2Writer``: MP4/AVI through OpenCV, MDA-driven or self-driven (direct mode).
+"""``CV2Writer``: MP4/AVI, MDA-driven or self-driven (direct mode).
 
-Like :class:`~mesofield_napari.data.CustomWriter`, encoding runs on the writer's own
+H.264 (the default) goes through PyAV's libx264 into fragmented MP4, which survives a
+killed process (:mod:`.av_encoder`); ``mp4v``/``MJPG``/``FFV1`` go through OpenCV. Like :class:`~mesofield_napari.data.CustomWriter`, encoding runs on the writer's own
 thread behind a byte-bounded queue, metadata is journaled per frame and the legacy
-sidecar is written atomically at the end. Conversion to uint8 uses limits fixed for the
+sidecar is written atomically at the end. At the end the frames reported (sidecar
+entries, ``frames_written``) are the frames that decode: a write failure (disk full)
+trims them to what is really in the file. Conversion to uint8 uses limits fixed for the
 whole video (camera bit depth or given contrast limits), so brightness does not flicker.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -20,27 +24,36 @@ import numpy as np
 from ._pipeline import DEFAULT_FLUSH_INTERVAL_S, DEFAULT_MAX_QUEUE_BYTES
 from ._queued import _NULL, QueuedWriterMixin
 from ._upstream import OMETiffWriter
+from .av_encoder import (
+    AV_CODECS,
+    DEFAULT_CRF,
+    DEFAULT_PRESET,
+    DEFAULT_THREADS,
+    AVVideoEncoder,
+)
 from .clock import local_iso
 from .codecs import (
     ContrastMapping,
     bit_depth_from_pixel_format,
     default_fourcc,
     quiet_opencv,
-    resolve_fourcc,
+    resolve_codec,
     video_extension,
 )
 from .errors import RecordingError
 from .paths import check_new_file
 from .sidecar import journal_path, sidecar_path, utc_now_iso
+from .video_check import decodable_frames
 
 if TYPE_CHECKING:
     import useq
 
 logger = logging.getLogger(__name__)
+MAX_FPS = 1000.0
 
 
 class CV2Writer(QueuedWriterMixin, OMETiffWriter):
-    """Write frames to an ``.mp4``/``.avi`` video with OpenCV.
+    """Write frames to an ``.mp4``/``.avi`` video (H.264 via PyAV, else OpenCV).
 
     Two modes share codec, contrast and metadata logic:
 
@@ -57,8 +70,11 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
     fps
         Frame rate stored in the container; may be fractional (e.g. 29.97).
     fourcc
-        Codec; default ``$MESOFIELD_FOURCC`` or ``"H264"``. Falls back to ``mp4v``
-        (.mp4) / ``MJPG`` (.avi) with one warning when OpenCV cannot encode it.
+        Codec; default ``$MESOFIELD_FOURCC`` or ``"H264"`` (PyAV's libx264; ``.mp4``
+        is fragmented so a killed recording stays decodable). ``"h264-lossless"``
+        is the same as ``lossless=True``. Other fourccs (``mp4v``, ``MJPG``,
+        ``FFV1``) use OpenCV; one it cannot encode falls back to H.264 (.mp4) /
+        ``MJPG`` (.avi) with one warning. :attr:`fourcc` is the codec used.
     contrast_limits
         ``(low, high)`` camera values mapped to 0..255 for every frame.
     bit_depth
@@ -66,6 +82,12 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
         MDA mode reads it from the summary metadata's pixel format otherwise).
     per_frame_stretch
         mesofield's per-frame min-max stretch (brightness flickers); off by default.
+    lossless
+        Exact pixels: H.264 ``qp=0`` (or ``FFV1`` when asked for in ``.avi``).
+        Gray frames decode bit-exact; files are ~10x larger than the default.
+    crf, preset, threads
+        libx264 quality (lower = better, 23 default), speed preset and encoder
+        threads (ignored for OpenCV codecs).
     """
 
     def __init__(
@@ -79,19 +101,33 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
         per_frame_stretch: bool = False,
         max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL_S,
+        lossless: bool = False,
+        crf: float = DEFAULT_CRF,
+        preset: str = DEFAULT_PRESET,
+        threads: int = DEFAULT_THREADS,
     ) -> None:
         name = os.fspath(filename)
         self._ext = video_extension(name)
-        if not (isinstance(fps, (int, float)) and fps > 0):
-            raise ValueError(f"fps must be a positive number, got {fps!r}")
+        if not (
+            isinstance(fps, (int, float))
+            and not isinstance(fps, bool)
+            and math.isfinite(fps)
+            and 0 < fps <= MAX_FPS
+        ):
+            raise ValueError(
+                f"fps must be a finite number in (0, {MAX_FPS:g}], got {fps!r}"
+            )
+        if not (isinstance(crf, (int, float)) and 0 <= crf <= 51):
+            raise ValueError(f"crf must be within 0..51, got {crf!r}")
         check_new_file(name, sidecar_path(name), journal_path(name))
         # OMETiffWriter.__init__ insists on .tif; only the shared base state is needed
         super(OMETiffWriter, self).__init__()
         self._filename = name
         self._is_ome = False
         self._fps = float(fps)
-        self.requested_fourcc = fourcc or default_fourcc()
-        self.fourcc = resolve_fourcc(self._ext, self.requested_fourcc)
+        self.requested_fourcc = fourcc or ("H264" if lossless else default_fourcc())
+        self.fourcc = resolve_codec(self._ext, self.requested_fourcc, lossless=lossless)
+        self._x264 = {"crf": crf, "preset": preset, "threads": threads}
         self.contrast = ContrastMapping(contrast_limits, bit_depth, per_frame_stretch)
         self._writers: dict[str, Any] = {}
         self._direct: dict[str, Any] | None = None  # direct-mode state
@@ -100,6 +136,23 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
     @property
     def fps(self) -> float:
         return self._fps
+
+    @property
+    def codec(self) -> str:
+        """The codec used (``h264``, ``h264-lossless`` or an OpenCV fourcc)."""
+        return self.fourcc
+
+    def raise_if_failed(self) -> None:
+        """Raise :class:`RecordingError` naming the file and the frames really in it."""
+        if (err := self.error) is not None:
+            kept = sum(self._frames_by_position.values())
+            received = self.stats.frames_received
+            name = Path(self._filename).name
+            prefix = "" if name in str(err) else f"{name}: "
+            raise RecordingError(
+                f"{prefix}{err} ({kept} frame(s) decodable in the file; "
+                f"{max(received - kept, 0)} of {received} received not saved)"
+            ) from err
 
     # ------------------------------------------------------------ MDA mode
     def sequenceStarted(self, seq: useq.MDASequence, meta: Any = _NULL) -> None:
@@ -131,21 +184,23 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
         return {"video_codec": self.fourcc, "video_fps": self._fps}
 
     def finalize_metadata(self) -> None:
-        """Close the videos, check their frame counts, write the sidecar."""
+        """Close the videos, count the frames really in them, write the sidecar."""
         problems = []
         for key, writer in list(self._writers.items()):
-            writer.release()
+            path = self._position_path(key)
             expected = self._frames_by_position.get(key, 0)
-            found = _count_video_frames(self._position_path(key))
-            if found is not None and found != expected:
-                problems.append(f"{self._position_path(key).name}: {found}/{expected}")
+            found, problem = self._close_video(writer, path, expected)
+            if found < expected:
+                del self.frame_metadatas[key][found:]
+                self._set_frames(key, found)
+                problems.append(
+                    f"{path.name}: only {found} of {expected} frame(s) decode"
+                    + (f" ({problem})" if problem else "")
+                )
         self._writers.clear()
         self._write_sidecar(dict(self.frame_metadatas))
-        if problems:
-            raise RecordingError(
-                "video holds fewer frames than were encoded (disk full?): "
-                + ", ".join(problems)
-            )
+        if problems and self.error is None:  # else raise_if_failed reports it
+            raise RecordingError("; ".join(problems))
 
     # ------------------------------------------------------------ direct mode
     def begin(self, width: int, height: int, is_color: bool = True) -> None:
@@ -228,17 +283,72 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
     def _finish_direct(self, extra: dict[str, Any]) -> None:
         state = self._direct
         assert state is not None
-        state["writer"].release()
+        path, expected = Path(self._filename), len(state["frames"])
+        found, problem = self._close_video(state["writer"], path, expected)
+        if found < expected:
+            del state["frames"][found:]
+            self._set_frames("frame_metadatas", found)
         payload: dict[str, Any] = {"frame_metadatas": state["frames"]}
         payload.update({"codec": self.fourcc, "fps": self._fps})
         payload.update(extra)
         self._write_sidecar(payload)
+        if found < expected and self.error is None:
+            raise RecordingError(
+                f"{path.name}: only {found} of {expected} frame(s) decode"
+                + (f" ({problem})" if problem else "")
+            )
+
+    def _close_video(self, writer: Any, path: Path, sent: int) -> tuple[int, str]:
+        """Close a video; return (frames really in it, why fewer) without raising.
+
+        After a clean close the encoder's own count is trusted (PyAV raises on any
+        write error; OpenCV's header count is checked); after any failure the
+        frames that decode are counted.
+        """
+        problem = ""
+        try:
+            if self.error is not None and isinstance(writer, AVVideoEncoder):
+                writer.abort()
+            else:
+                writer.release()
+        except RecordingError as exc:
+            problem = str(exc)
+        if self.error is None and not problem:
+            if isinstance(writer, AVVideoEncoder):
+                found: int | None = writer.frames_muxed
+            else:
+                found = _count_video_frames(path)
+            if found is None or found == sent:
+                return sent, ""
+        return min(decodable_frames(path), sent), problem
+
+    def _set_frames(self, key: str, count: int) -> None:
+        """Report ``count`` frames for ``key`` (what decodes), fixing the stats."""
+        if count:
+            self._frames_by_position[key] = count
+        else:
+            self._frames_by_position.pop(key, None)
+        stats = self.stats
+        stats.frames_written = sum(self._frames_by_position.values())
+        stats.frames_lost = stats.frames_received - stats.frames_written
 
     # ------------------------------------------------------------ helpers
     def _open_video(self, path: Path, width: int, height: int, is_color: bool) -> Any:
         import cv2
 
         check_new_file(path)
+        if self.fourcc in AV_CODECS:
+            return AVVideoEncoder(
+                path,
+                self._fps,
+                width,
+                height,
+                is_color=is_color,
+                lossless=self.fourcc.endswith("lossless"),
+                crf=self._x264["crf"],
+                preset=self._x264["preset"],
+                threads=self._x264["threads"],
+            )
         with quiet_opencv():
             writer = cv2.VideoWriter(
                 os.fspath(path),

@@ -1,4 +1,5 @@
-"""TIFF → MP4/AVI with one contrast mapping for the whole video (no flicker)."""
+"""TIFF → MP4/AVI with one contrast mapping for the whole video (no flicker), written
+by the recorders' own ``CV2Writer`` (H.264 by default)."""
 
 from __future__ import annotations
 
@@ -90,9 +91,11 @@ def export_video(
     Every frame goes through the same mapping ``(low, high) -> (0, 255)``: ``contrast``
     or, by default, the 0.5/99.5 percentiles of 32 evenly spaced frames, so brightness
     does not flicker. ``fps`` defaults to the recording's (sidecar clock), else 30.
-    ``fourcc`` follows :class:`~mesofield_napari.data.CV2Writer`'s rules (default
-    ``$MESOFIELD_FOURCC`` or H.264, falling back to ``mp4v``/``MJPG`` with a
-    ``CodecUnavailableWarning``). The sidecar keeps the *source* frame clock
+    Encoding goes through :class:`~mesofield_napari.data.CV2Writer`, the writer
+    recordings use, so ``fourcc`` follows its rules: default ``$MESOFIELD_FOURCC`` or
+    H.264 (PyAV's libx264, fragmented ``.mp4``), ``"h264-lossless"`` for exact
+    pixels, OpenCV for ``mp4v``/``MJPG``/``FFV1``; a codec that cannot be encoded
+    falls back with a ``CodecUnavailableWarning``. The sidecar keeps the *source* frame clock
     (``runner_time_ms``) and names the source file.
     """
     from ..codecs import video_extension
