@@ -58,7 +58,7 @@ class RecorderSettings:
     duration_s: float | None = None  # stop after this long instead of after `frames`
     interval_s: float = 0.0
     fps: float | None = None  # video frame rate (None: 1000 / exposure)
-    fourcc: str = "mp4v"
+    fourcc: str = "H264"  # real H.264 through PyAV; "h264-lossless", "mp4v", ...
     contrast: tuple[float, float] | None = None  # video contrast (None: bit depth)
     camera_name: str = "mesoscope"
     max_queue_mb: int = 512

@@ -185,7 +185,7 @@ class RecorderWidget(QWidget):
         self.fps_spin.setSpecialValueText("auto (1000 / exposure)")
         self.codec_combo = QComboBox()
         self.codec_combo.setEditable(True)
-        self.codec_combo.addItems(["mp4v", "MJPG", "FFV1", "avc1"])
+        self.codec_combo.addItems(["H264", "h264-lossless", "mp4v", "MJPG", "FFV1"])
         self.contrast_edit = QLineEdit("auto")
         self.contrast_edit.setToolTip("'auto' (camera bit depth) or 'low, high'")
         video = QGroupBox("Video")
@@ -321,7 +321,7 @@ class RecorderWidget(QWidget):
             frames=self.frames_spin.value(),
             duration_s=duration,
             fps=self.fps_spin.value() or None,
-            fourcc=self.codec_combo.currentText().strip() or "mp4v",
+            fourcc=self.codec_combo.currentText().strip() or "H264",
             contrast=parse_contrast(self.contrast_edit.text()),
         )
 

@@ -200,8 +200,10 @@ def _video_params(opts: Mapping[str, Any]) -> dict[str, Any]:
         params["fps"] = fps
     fourcc = str(opts["fourcc"] or "").strip()
     if fourcc:
-        if len(fourcc) != 4:
-            raise RequestError(f"fourcc must be 4 characters, got {fourcc!r}")
+        if len(fourcc) != 4 and fourcc.lower() != "h264-lossless":
+            raise RequestError(
+                f"fourcc must be 4 characters or h264-lossless, got {fourcc!r}"
+            )
         params["fourcc"] = fourcc
     lo = _finite("contrast low", opts["contrast_low"])
     hi = _finite("contrast high", opts["contrast_high"])
