@@ -146,6 +146,15 @@ class RunWatch:
         except Exception:  # pragma: no cover - a core without a buffer
             return False
 
+    def finish_reason(self) -> str | None:
+        """How pymmcore-plus's runner says the last run ended (``completed``,
+        ``canceled``, ``errored``), read before the next run starts."""
+        try:
+            reason = self.core.mda.status.finish_reason
+        except Exception:  # pragma: no cover - an older runner
+            return None
+        return None if reason is None else str(reason)
+
     def camera_fps(self) -> float | None:
         """The rate the camera produced frames at, from its own timestamps."""
         first, last = self.first_camera_ms, self.last_camera_ms
@@ -175,7 +184,15 @@ class RunWatch:
                 f"the acquisition failed after {written} of {self.planned} frames "
                 f"({type(error).__name__}: {error}); {written} frames written"
             ]
-        if stopped_on_purpose or self.camera_frames >= self.planned:
+        reason = self.finish_reason()
+        if reason == "errored":  # the runner raised; we may not have seen it
+            return [
+                f"the acquisition ended with an error after {self.camera_frames} of "
+                f"{self.planned} frames; {written} frames written"
+            ]
+        if stopped_on_purpose or reason == "canceled":
+            return []
+        if self.camera_frames >= self.planned:
             return []
         if self.thread_errors:
             return [
