@@ -137,3 +137,91 @@ def test_python_m_export_video(run_dir: Path, tmp_path: Path) -> None:
     summary = json.loads(proc.stdout)
     assert sorted(Path(p).name for p in summary["outputs"]) == ["cam0.avi", "cam1.avi"]
     assert "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- 8-bit sources
+@pytest.fixture
+def mp4_run(tmp_path: Path) -> Path:
+    """A run with an 8-bit MP4 (what ``record --writer mp4`` makes), values ~120..200."""
+    from mesofield_napari.data import CV2Writer
+
+    path = tmp_path / "run" / "beh" / "pupil.mp4"
+    path.parent.mkdir(parents=True)
+    writer = CV2Writer(path, fps=20, fourcc="mp4v")
+    writer.begin(64, 48, is_color=False)
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        frame = np.full((48, 64), 120 + 6 * i, np.uint8)
+        frame[8:24, 8:24] += rng.integers(0, 10, (16, 16), dtype=np.uint8)
+        writer.add_frame(frame)
+    writer.finish()
+    return path
+
+
+def test_video_contrast_outside_8bit_range_is_an_error(mp4_run, tmp_path, capsys):
+    out = tmp_path / "v"
+    code = main(
+        [
+            "export",
+            "video",
+            str(mp4_run),
+            "--contrast",
+            "100",
+            "4000",
+            "--out",
+            str(out),
+        ]
+    )
+    _, err = capsys.readouterr()
+    assert code == 2
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1, err
+    assert "pupil.mp4: contrast 100..4000 is outside its uint8 range (0..255)" in err
+    assert not out.exists() or not any(out.iterdir())
+    # within the range it works
+    argv = ["export", "video", str(mp4_run), "--contrast", "100", "250"]
+    code = main([*argv, "--fourcc", "mp4v", "--fps", "20", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+
+
+def read_dff(path: Path) -> np.ndarray:
+    return np.loadtxt(path, delimiter=",", skiprows=1, usecols=2)
+
+
+def test_dff_on_8bit_video_does_not_subtract_the_16bit_offset(
+    mp4_run, tmp_path, capsys
+):
+    def dff(*extra: str) -> tuple[np.ndarray, str]:
+        out = tmp_path / f"o{len(list(tmp_path.iterdir()))}"
+        code = main(["export", "dff", str(mp4_run), "--out", str(out), *extra])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        (csv,) = out.glob("*.csv")
+        return read_dff(csv), captured.out
+
+    default, said = dff()
+    assert "warning: pupil.mp4: 8-bit source, camera offset not applied" in said
+    zero, said0 = dff("--camera-offset", "0")
+    assert "camera offset" not in said0
+    np.testing.assert_allclose(default, zero)
+    hundred, said100 = dff("--camera-offset", "100")  # given explicitly: applied
+    assert "camera offset" not in said100
+    assert not np.allclose(hundred, zero)
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(run_dir: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mesofield_napari",
+            "export",
+            "mean-trace",
+            str(run_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr and proc.stderr == ""

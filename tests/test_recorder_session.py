@@ -206,3 +206,74 @@ def test_status_warns_before_the_disk_fills(sim_core, tmp_path, monkeypatch):
     session.stop()
     assert session.wait(30)
     assert any("disk nearly full" in w and "GiB free" in w for w in st.warnings)
+
+
+# ---------------------------------------------------------------- honest outcomes
+def failing_after(camera, k: int) -> None:
+    """Make the real simulated camera raise from its k-th frame on."""
+    snap = type(camera).snap
+
+    def failing_snap(buffer):
+        if camera._frame_index >= k:
+            raise RuntimeError("camera fell over")
+        return snap(camera, buffer)
+
+    camera.snap = failing_snap
+
+
+def test_camera_failing_mid_run_is_an_error_in_the_outcome(sim_core, camera, tmp_path):
+    failing_after(camera, 30)
+    session = RecordingSession(sim_core, settings(tmp_path, frames=100))
+    session.start()
+    assert session.wait(30)
+    outcome = session.outcomes[-1]
+    assert outcome.frames_written == 30
+    (error,) = outcome.errors
+    assert "camera failed after 30 of 100 frames" in error
+    assert "camera fell over" in error and "30 frames written" in error
+    manifest = manifest_of(outcome.run_dir)
+    assert manifest["complete"] is False and manifest["errors"] == [error]
+    assert session.last_error is None
+
+
+def test_status_after_the_run_reports_its_final_numbers(sim_core, tmp_path):
+    session = RecordingSession(sim_core, settings(tmp_path, frames=25))
+    session.start()
+    assert session.wait(30)
+    st = session.status()
+    assert st.state == "stopped"
+    assert st.run_name == session.outcomes[-1].name
+    assert (st.frames_planned, st.frames_acquired, st.frames_written) == (25, 25, 25)
+    assert st.frames_lost == 0 and st.warnings == []
+    assert st.free_bytes is not None and st.free_bytes > 0
+
+
+def test_buffer_overflow_keeps_frames_and_says_why(sim_core, tmp_path, monkeypatch):
+    """Camera faster than the disk: a 1 MB camera buffer and a slowed writer."""
+    import time
+
+    from mesofield_napari.data import writer
+
+    write = writer.CustomWriter.write_frame
+
+    def slow_write(self, ary, index, frame):
+        time.sleep(0.005)
+        return write(self, ary, index, frame)
+
+    monkeypatch.setattr(writer.CustomWriter, "write_frame", slow_write)
+    sim_core.setCircularBufferMemoryFootprint(1)
+    session = RecordingSession(
+        sim_core, settings(tmp_path, frames=2000, max_queue_mb=1)
+    )
+    session.start()
+    assert session.wait(60)
+    session._thread.join(30)
+    outcome = session.outcomes[-1]
+    (error,) = outcome.errors
+    assert "buffer overflowed" in error and "the disk sustained" in error
+    assert f"stopped after {outcome.frames_written} of 2000 frames" in error
+    assert 0 < outcome.frames_written < 2000
+    sidecar = read_json(f"{outcome.data_files[0]}_frame_metadata.json")
+    assert len(sidecar["p0"]) == outcome.frames_written
+    assert isinstance(session.last_error, MemoryError)  # caught, not a traceback
+    assert session.status().warnings == [error]

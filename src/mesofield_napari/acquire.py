@@ -7,17 +7,22 @@ pieces. No Qt here.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import useq
+from useq._mda_event import ReadOnlyDict
 
 from .data import CustomWriter, CV2Writer, RecordingError
 from .data.manager import describe_writer
+from .preflight import frame_geometry
+from .run_watch import RunWatch
 from .sequencing import chunked_sequencing
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
     from pymmcore_plus import CMMCorePlus
@@ -33,8 +38,10 @@ class RecordResult:
 
     files: list[dict[str, Any]] = field(default_factory=list)
     frames_requested: int = 0
+    frames_written: int = 0  # by every writer: what is on disk
     elapsed_s: float = 0.0
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # writers' and camera's
+    camera_errors: list[str] = field(default_factory=list)  # not the writers'
 
     @property
     def ok(self) -> bool:
@@ -45,6 +52,7 @@ class RecordResult:
             "ok": self.ok,
             "files": self.files,
             "frames_requested": self.frames_requested,
+            "frames_written": self.frames_written,
             "elapsed_s": round(self.elapsed_s, 3),
             "errors": self.errors,
         }
@@ -120,11 +128,55 @@ def add_writers(
     return writers
 
 
-def timelapse(frames: int, interval_s: float = 0.0) -> useq.MDASequence:
-    """A plain time-lapse: the mesoscope's acquisition pattern."""
+class TimeLapse(useq.MDASequence):
+    """A plain time-lapse whose events are made one at a time.
+
+    useq's own iterator feeds every axis to ``itertools.product``, which turns the
+    whole time axis into a tuple first, and ``MDASequence.sizes`` counts it by
+    iterating: 10**9 time points hang for minutes and exhaust memory before the first
+    frame. A time-lapse needs neither: its size is ``loops`` and event ``t`` is
+    ``MDAEvent(index={"t": t}, min_start_time=t * interval)``, exactly what useq
+    yields for it (same ``keep_shutter_open`` and ``reset_event_timer``).
+    """
+
+    @property
+    def sizes(self) -> dict[str, int]:  # type: ignore[override]
+        loops = int(getattr(self.time_plan, "loops", 0) or 0)
+        return {str(k): (loops if k == "t" else 0) for k in self.axis_order}
+
+    def iter_events(self) -> Iterator[useq.MDAEvent]:
+        loops = self.sizes["t"]
+        interval = self.time_plan.interval.total_seconds()  # type: ignore[union-attr]
+        keep_open = "t" in self.keep_shutter_open_across
+        for t in range(loops):
+            kwargs: dict[str, Any] = {
+                "index": ReadOnlyDict({"t": t}),
+                "min_start_time": t * interval,
+                "sequence": self,
+            }
+            if keep_open and t < loops - 1:
+                kwargs["keep_shutter_open"] = True
+            if t == 0:
+                kwargs["reset_event_timer"] = True
+            yield useq.MDAEvent.model_construct(**kwargs)
+
+
+def timelapse(frames: int, interval_s: float = 0.0, **kwargs: Any) -> useq.MDASequence:
+    """A plain time-lapse (the mesoscope's pattern), its events built lazily.
+
+    ``kwargs`` go to :class:`useq.MDASequence` (``metadata``,
+    ``keep_shutter_open_across``); only a time plan is allowed.
+    """
     if frames < 1:
         raise ValueError(f"frames must be at least 1, got {frames}")
-    return useq.MDASequence(time_plan={"interval": interval_s, "loops": frames})
+    if not math.isfinite(interval_s) or interval_s < 0:
+        raise ValueError(f"interval must be a finite number >= 0, got {interval_s}")
+    return TimeLapse(time_plan={"interval": interval_s, "loops": frames}, **kwargs)
+
+
+def min_frames_written(writers: list[Writer]) -> int:
+    """Frames every writer has on disk (the one number a run reports)."""
+    return min((sum(w.frames_written.values()) for w in writers), default=0)
 
 
 def record(
@@ -133,22 +185,35 @@ def record(
     """Run ``sequence`` on ``core`` with ``writers`` attached straight to its signals.
 
     A failing writer cancels the acquisition (so nobody records for an hour into a
-    broken file); every writer is finalized whatever happens.
+    broken file); every writer is finalized whatever happens. A camera that fails or
+    delivers fewer frames than planned, or a buffer overflow (camera faster than the
+    disk), is not raised: it is one line in ``result.camera_errors`` (also in
+    ``errors``), and what was written is kept.
     """
-    result = RecordResult(frames_requested=sequence.sizes.get("t", 1))
+    planned = sequence.sizes.get("t", 1) or 1
+    result = RecordResult(frames_requested=planned)
+    cancelled = False
 
     def cancel(exc: BaseException) -> None:
+        nonlocal cancelled
+        cancelled = True
         core.mda.cancel()
 
     for w in writers:
         w.on_error = cancel
+    watch = RunWatch(core, planned)
+    error: Exception | None = None
     t0 = time.perf_counter()
     try:
         with contextlib.ExitStack() as stack:
+            stack.enter_context(watch)
             for w in writers:
                 stack.enter_context(w.attached(core))
             stack.enter_context(chunked_sequencing(core))
-            core.mda.run(sequence)
+            try:
+                core.mda.run(sequence)
+            except Exception as exc:  # the camera/engine failed: keep what we have
+                error = exc
     finally:
         for w in writers:
             w.close()  # no-op unless the run was interrupted before it finished
@@ -159,4 +224,21 @@ def record(
             w.raise_if_failed()
         except RecordingError as exc:
             result.errors.append(str(exc))
+    result.frames_written = min_frames_written(writers)
+    frame_bytes = _frame_bytes(core)
+    result.camera_errors = watch.problems(
+        written=result.frames_written,
+        frame_bytes=frame_bytes,
+        elapsed_s=result.elapsed_s,
+        stopped_on_purpose=cancelled,
+        error=error,
+    )
+    result.errors.extend(result.camera_errors)
     return result
+
+
+def _frame_bytes(core: CMMCorePlus) -> int:
+    try:
+        return frame_geometry(core)[2]
+    except Exception:  # pragma: no cover - a camera that cannot say
+        return 0

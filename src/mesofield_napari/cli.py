@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import warnings
@@ -25,7 +26,17 @@ class CLIError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
 
 
+MAX_FPS = 1000.0  # a video frame rate above this is a typo (and hangs OpenCV)
+
+
 class _Parser(argparse.ArgumentParser):
+    """One-line errors with exit code 2; no abbreviations (``--experiment`` must not
+    silently mean ``--experimenter``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
@@ -57,16 +68,31 @@ def _positive_int(text: str) -> int:
 
 
 def _number(text: str) -> float:
+    """A finite number: ``inf`` and ``nan`` are typos, never settings."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def _non_negative_float(text: str) -> float:
     value = _number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _fps(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    if value > MAX_FPS:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_FPS:.0f} frames per second, got {value}"
+        )
     return value
 
 
@@ -118,13 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="meso",
         help="camera suffix of the file names (default: meso)",
     )
-    rec.add_argument(
-        "--fps", type=float, help="MP4 frame rate (default: from exposure)"
-    )
+    rec.add_argument("--fps", type=_fps, help="MP4 frame rate (default: from exposure)")
     rec.add_argument("--fourcc", help="MP4 codec (default: $MESOFIELD_FOURCC or H264)")
     rec.add_argument(
         "--contrast",
-        type=float,
+        type=_number,
         nargs=2,
         metavar=("LOW", "HIGH"),
         help="MP4 contrast limits (default: the camera's bit depth)",
@@ -191,12 +215,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+class _ConsoleFilter(logging.Filter):
+    """What reaches the terminal as ``LEVEL: message``.
+
+    pymmcore-plus's records below CRITICAL are dropped (a run's camera trouble is
+    collected by :class:`~mesofield_napari.run_watch.RunWatch` and reported once, in
+    the run's errors), and so are our own ERROR records: every failure they describe
+    is in ``run.errors`` and printed once at the end.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.CRITICAL:
+            return True
+        if record.name.startswith("pymmcore-plus"):
+            return False
+        return not (
+            record.name.startswith("mesofield_napari")
+            and record.levelno >= logging.ERROR
+        )
+
+
 def _configure_output() -> None:
-    """Warnings and log records as single lines; library chatter below WARNING hidden."""
+    """Warnings and log records as single lines; library chatter below WARNING hidden.
+
+    pymmcore-plus's own coloured console handler is raised to CRITICAL, so its
+    records only reach the terminal through our one-line handler (filtered above).
+    """
     handler = logging.StreamHandler()
     handler.setLevel(logging.WARNING)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    handler.addFilter(_ConsoleFilter())
     logging.getLogger().addHandler(handler)
+    for h in logging.getLogger("pymmcore-plus").handlers:
+        if isinstance(h, logging.StreamHandler) and not isinstance(
+            h, logging.FileHandler
+        ):
+            h.setLevel(logging.CRITICAL)
 
     def one_line(
         message: Warning | str, category: type[Warning], *_: Any, **__: Any
@@ -230,6 +284,22 @@ def _make_core(args: argparse.Namespace) -> Any:
         raise CLIError(f"cannot load {args.config}: {exc}") from exc
 
 
+def _preflight(args: argparse.Namespace, core: Any, out: Path) -> None:
+    """Refuse a run that cannot fit; warn when the disk cannot keep up."""
+    from .preflight import check_free_space, frame_geometry, planned_bytes, rate_warning
+
+    h, w, frame_bytes = frame_geometry(core)
+    needs = planned_bytes(args.frames, h, w, frame_bytes, args.writer)
+    try:
+        check_free_space(out, args.frames, needs)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    if args.writer in ("tiff", "both") and (
+        why := rate_warning(frame_bytes, args.exposure, args.interval, out)
+    ):
+        print(f"warning: {why}", file=sys.stderr)
+
+
 def _cmd_record(args: argparse.Namespace) -> int:
     from .acquire import add_writers, record, timelapse
     from .data.manager import RunManager
@@ -249,6 +319,8 @@ def _cmd_record(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
     core = _make_core(args)
+    _preflight(args, core, out)  # before any file or event is made
+    sequence = timelapse(args.frames, args.interval)
     try:
         run.start()
     except OSError as exc:
@@ -266,18 +338,22 @@ def _cmd_record(args: argparse.Namespace) -> int:
             contrast_limits=tuple(args.contrast) if args.contrast else None,
             max_queue_bytes=args.max_queue_mb * 2**20,
         )
-        result = record(core, writers, timelapse(args.frames, args.interval))
+        result = record(core, writers, sequence)
     except BaseException as exc:
         run.stop(error=exc, raise_errors=False)  # finalize whatever was written
         if isinstance(exc, (OSError, ValueError)):
             raise CLIError(str(exc)) from exc
         raise
-    run.stop(raise_errors=False)  # failures are in run.errors and the manifest
+    # one source of truth: the camera's problems join the writers' in run.errors,
+    # so the manifest, --json and the exit code all say the same
+    run.errors.extend(result.camera_errors)
+    run.stop(raise_errors=False)
+    errors = list(dict.fromkeys(run.errors))
 
     payload = {
         **result.as_dict(),
-        "ok": result.ok and not run.errors,
-        "errors": sorted(set(result.errors) | set(run.errors)),
+        "ok": not errors,
+        "errors": errors,
         "run_dir": str(run.run_dir),
         "notes": str(run.notes_path),
         "timestamps": str(run.timestamps_path),
@@ -294,12 +370,15 @@ def _cmd_record(args: argparse.Namespace) -> int:
             rel = os.path.relpath(f["path"], run.run_dir)
             print(f"  {f['kind']:>4}: {rel}  {f['frames']} frames{extra}")
         print(f"  manifest: {run.manifest_path.name}")
-        print(f"recorded {args.frames} frames in {result.elapsed_s:.1f} s")
-    if not payload["ok"]:
-        for err in payload["errors"]:
-            print(f"mesofield-napari record: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    return 0
+        of = (
+            f" of {args.frames} planned" if result.frames_written != args.frames else ""
+        )
+        print(
+            f"recorded {result.frames_written} frames{of} in {result.elapsed_s:.1f} s"
+        )
+    for err in errors:
+        print(f"mesofield-napari record: error: {err}", file=sys.stderr)
+    return EXIT_USAGE if errors else 0
 
 
 # ---------------------------------------------------------------- recover

@@ -228,7 +228,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise CLIError("--workers is for local runs; --scheduler runs on the cluster")
 
     cancel = threading.Event()
-    bar = _Bar(args.operation, enabled=not args.json or sys.stderr.isatty())
+    # a progress bar is for a person watching a terminal: never ``\r`` into a log
+    bar = _Bar(args.operation, enabled=sys.stderr.isatty())
     previous = _on_interrupt(cancel)
     try:
         summary = run_batch(

@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import useq
 
-from .acquire import add_writers
+from .acquire import add_writers, min_frames_written, timelapse
 from .data._signals import connect_direct, disconnect_quietly
 from .data.manager import RunManager
 from .data.runpaths import normalize_session, validate_label
+from .run_watch import RunWatch
 from .sequencing import chunked_sequencing
 
 if TYPE_CHECKING:
@@ -170,10 +171,14 @@ class RecorderStatus:
 
 
 class _ActiveRun:
-    def __init__(self, run: RunManager, writers: list[Writer], planned: int) -> None:
+    def __init__(
+        self, run: RunManager, writers: list[Writer], planned: int, watch: RunWatch
+    ) -> None:
         self.run = run
         self.writers = writers
         self.planned = planned
+        self.watch = watch
+        self.cancelled = False  # stopped on purpose: user, duration, failing writer
         self.frames = 0
         self.frame_bytes = 0
         self.t0: float | None = None
@@ -209,6 +214,7 @@ class RecordingSession:
         self.mode: Literal["idle", "timelapse", "armed", "stopped"] = "idle"
         self.outcomes: list[RunOutcome] = []
         self.latest_frame: tuple[int, np.ndarray] | None = None
+        self.last_error: BaseException | None = None  # what our MDA thread raised
         self._lock = threading.RLock()
         self._active: _ActiveRun | None = None
         self._sequence: useq.MDASequence | None = None
@@ -218,6 +224,7 @@ class RecordingSession:
         self._idle = threading.Event()
         self._idle.set()
         self._engine_hook = contextlib.ExitStack()  # chunked sequencing, own runs
+        self._last_status: RecorderStatus | None = None  # the last run's final numbers
 
     # ------------------------------------------------------------ public API
     @property
@@ -241,8 +248,9 @@ class RecordingSession:
             raise RuntimeError("the microscope is busy with another acquisition")
         exposure = float(self.core.getExposure())
         planned = self.settings.planned_frames(exposure)
-        self._sequence = useq.MDASequence(
-            time_plan={"interval": self.settings.interval_s, "loops": planned},
+        self._sequence = timelapse(  # events made lazily, however long the run
+            planned,
+            self.settings.interval_s,
             # a continuous run keeps the shutter open instead of toggling it (and
             # signalling the GUI) around every frame
             keep_shutter_open_across=("t",) if self.settings.interval_s == 0 else (),
@@ -256,7 +264,14 @@ class RecordingSession:
             self._idle.clear()
         try:
             self._engine_hook.enter_context(chunked_sequencing(self.core))
-            self._thread = self.core.run_mda(self._sequence)
+            active.watch.start()
+            self._thread = threading.Thread(
+                target=self._run_timelapse,
+                args=(self._sequence,),
+                name="recorder-mda",
+                daemon=True,
+            )
+            self._thread.start()
         except BaseException as exc:
             self._finish(error=exc)
             raise
@@ -272,6 +287,7 @@ class RecordingSession:
     def stop(self) -> None:
         """Stop recording: cancel the acquisition; files are finalized when it ends."""
         self._stop_requested = True
+        self._mark_cancelled()
         if self.recording and self.core.mda.is_running():
             self.core.mda.cancel()
         if not self.recording:
@@ -303,9 +319,10 @@ class RecordingSession:
         return run.add_note(text)
 
     def status(self) -> RecorderStatus:
+        """Live numbers while recording; after a run, that run's final numbers."""
         active = self._active
         if active is None:
-            return RecorderStatus(state=self.mode)
+            return self._last_status or RecorderStatus(state=self.mode)
         st = RecorderStatus(state="recording", run_name=active.run.paths.prefix)
         st.frames_planned = active.planned
         st.frames_acquired = active.frames
@@ -360,7 +377,7 @@ class RecordingSession:
         except BaseException as exc:
             run.stop(error=exc, raise_errors=False)
             raise
-        return _ActiveRun(run, writers, planned)
+        return _ActiveRun(run, writers, planned, RunWatch(self.core, planned))
 
     def _make_writers(self, run: RunManager) -> list[Writer]:
         s = self.settings
@@ -379,8 +396,25 @@ class RecordingSession:
         return writers
 
     def _writer_failed(self, exc: BaseException) -> None:
-        # nobody should record for an hour into a broken file
+        # nobody should record for an hour into a broken file (the writer reports it)
+        self._mark_cancelled()
         self.core.mda.cancel()
+
+    def _mark_cancelled(self) -> None:
+        if (active := self._active) is not None:
+            active.cancelled = True
+
+    def _run_timelapse(self, sequence: useq.MDASequence) -> None:
+        """The acquisition thread of our own time-lapse.
+
+        ``core.mda.run`` raises *after* ``sequenceFinished`` (the outcome is already
+        built by then, from the runner's status and the buffer); catching it here
+        keeps a traceback out of the console.
+        """
+        try:
+            self.core.mda.run(sequence)
+        except Exception as exc:
+            self.last_error = exc
 
     def _finish(self, error: BaseException | None = None) -> None:
         with self._lock:
@@ -388,18 +422,31 @@ class RecordingSession:
         if active is None:
             return
         self._engine_hook.close()
+        active.watch.stop()
+        for w in active.writers:
+            w.close()  # their counts are final from here on
+        written = min_frames_written(active.writers)
+        elapsed = time.perf_counter() - (active.t0 or active.watch.t0)
+        # one source of truth: the camera's problems go into run.errors (manifest)
+        active.run.errors.extend(
+            active.watch.problems(
+                written=written,
+                frame_bytes=active.frame_bytes,
+                elapsed_s=elapsed,
+                stopped_on_purpose=active.cancelled or error is not None,
+            )
+        )
         # closes every writer (finishing its sequence), then the run's own files
         manifest = active.run.stop(error=error, raise_errors=False)
         outcome = RunOutcome(
             run_dir=active.run.run_dir,
             name=active.run.paths.prefix,
             data_files=[p for w in active.writers for p in w.files],
-            frames_written=min(
-                (sum(w.frames_written.values()) for w in active.writers), default=0
-            ),
+            frames_written=written,
             manifest=manifest,
-            errors=list(active.run.errors),
+            errors=list(dict.fromkeys(active.run.errors)),
         )
+        self._last_status = self._final_status(active, outcome)
         self.outcomes.append(outcome)
         if self.mode == "timelapse" or self._stop_requested:
             self._disconnect()
@@ -407,6 +454,22 @@ class RecordingSession:
         self._idle.set()
         if self.on_run_finished is not None:
             self.on_run_finished(outcome)
+
+    def _final_status(self, active: _ActiveRun, outcome: RunOutcome) -> RecorderStatus:
+        stats = [w.stats for w in active.writers]
+        st = RecorderStatus(state="stopped", run_name=outcome.name)
+        st.frames_planned = active.planned
+        st.frames_acquired = active.frames
+        st.frames_written = outcome.frames_written
+        st.frames_lost = sum(s.frames_lost for s in stats)
+        st.backpressure_events = sum(s.backpressure_events for s in stats)
+        times = list(active.arrivals)
+        if len(times) >= 2 and times[-1] > times[0]:
+            st.acquisition_fps = (len(times) - 1) / (times[-1] - times[0])
+        with contextlib.suppress(OSError):
+            st.free_bytes = shutil.disk_usage(outcome.run_dir).free
+        st.warnings = list(outcome.errors)
+        return st
 
     # ------------------------------------------------------------ MDA callbacks
     def _signal_pairs(self) -> list[tuple[Any, Callable[..., None]]]:
@@ -445,6 +508,7 @@ class RecordingSession:
             with self._lock:
                 self._active = active
                 self._idle.clear()
+            active.watch.start()
         active = self._active
         if active is None:
             return
@@ -473,6 +537,7 @@ class RecordingSession:
             and duration is not None
             and now - active.t0 >= duration
         ):
+            active.cancelled = True
             self.core.mda.cancel()
 
     def _on_finished(self, seq: useq.MDASequence) -> None:

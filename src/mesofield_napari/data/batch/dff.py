@@ -94,11 +94,31 @@ def _check_params(
         raise ValueError(f"n_f0_samples must be at least 1, got {n_f0}")
 
 
+DEFAULT_CAMERA_OFFSET = 100.0  # a typical sCMOS offset, in 16-bit counts
+
+
+def default_offset(rec: Recording) -> tuple[float, list[str]]:
+    """The camera offset to subtract when none is given, and a note why.
+
+    An 8-bit source is a video (already contrast-mapped to 0..255): the 16-bit
+    camera's offset means nothing there, so none is subtracted, and the note (the
+    batch job's warning) says so. A note rather than ``warnings.warn``: batch jobs
+    run on worker threads, where catching warnings is not thread-safe.
+    """
+    if np.dtype(rec.dtype).itemsize == 1:
+        return 0.0, [
+            f"{rec.path.name}: 8-bit source, camera offset not applied "
+            f"(the default {DEFAULT_CAMERA_OFFSET:g} is in 16-bit camera counts; "
+            "give camera_offset to subtract one)"
+        ]
+    return DEFAULT_CAMERA_OFFSET, []
+
+
 def dff_trace(
     rec: RecordingLike,
     method: Method = "collapse_first",
     *,
-    camera_offset: float = 100.0,
+    camera_offset: float | None = None,
     fs: float | None = None,
     percentile: float = 10.0,
     window_seconds: float = 30.0,
@@ -141,7 +161,9 @@ def dff_trace(
         / f"{output_stem(rec, key)}_meso-{method}-trace.csv"
     )
     check_output(out, overwrite)
-    offset = float(camera_offset)
+    offset, notes = (
+        default_offset(rec) if camera_offset is None else (float(camera_offset), [])
+    )
     params = {
         "method": method,
         "camera_offset": offset,
@@ -182,7 +204,7 @@ def dff_trace(
             [np.arange(n), dff, t],
             ["%d", "%.10g", "%.6f"],
         )
-    return TraceResult(out, rec.path, key, n, dff, t, params)
+    return TraceResult(out, rec.path, key, n, dff, t, params, notes)
 
 
 def _sample_indices(n: int, k: int) -> np.ndarray:

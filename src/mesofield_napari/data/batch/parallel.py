@@ -193,6 +193,7 @@ def _run_job(
                 **params,
             )
             job.results.append(res)
+            job.warnings.extend(getattr(res, "notes", ()))
             job.outputs.append(res.path)
             job.frames += res.frames
             offset += res.frames
@@ -227,7 +228,7 @@ def _remote_job(
         None,
         _DaskCancel(event_name),
     )
-    job.warnings = notes
+    job.warnings = notes + job.warnings
     job.results = []  # keep the reply small: the outputs are on disk
     return job
 
@@ -388,7 +389,7 @@ def _run_local(
             agg.for_job(i),
             batch.cancel,
         )
-        job.warnings = notes
+        job.warnings = notes + job.warnings
         agg.finish(i)
         return job
 

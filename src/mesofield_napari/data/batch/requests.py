@@ -28,7 +28,7 @@ import numpy as np
 
 from ..._export_options import OPERATION_CHOICES, OPTION_OPERATION
 from ..paths import split_extension
-from .dff import DFF_METHODS, dff_trace
+from .dff import DEFAULT_CAMERA_OFFSET, DFF_METHODS, dff_trace
 from .montage import montage
 from .parallel import BatchSummary, run_batch
 from .traces import TraceResult
@@ -88,7 +88,8 @@ def option_defaults() -> dict[str, Any]:
     """Widget defaults, taken from the library's signatures (0 / "" = library's)."""
     return {
         "method": _default(dff_trace, "method"),
-        "camera_offset": _default(dff_trace, "camera_offset"),
+        # the widget always passes a number: the 16-bit default (see dff_trace)
+        "camera_offset": DEFAULT_CAMERA_OFFSET,
         "fs": 0.0,
         "percentile": _default(dff_trace, "percentile"),
         "window_seconds": _default(dff_trace, "window_seconds"),

@@ -37,7 +37,8 @@ class TraceResult:
 
     ``values[i]`` belongs to frame ``i`` (0-based) at ``time_s[i]`` seconds after the
     first frame (NaN where the sidecar has no time). ``params`` records how it was
-    computed (method, ROI, ΔF/F settings...).
+    computed (method, ROI, ΔF/F settings...); ``notes`` what the user should know
+    (e.g. a default that was not applied), shown as the batch job's warnings.
     """
 
     path: Path
@@ -47,6 +48,7 @@ class TraceResult:
     values: np.ndarray
     time_s: np.ndarray
     params: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # warnings the batch shows
 
 
 class _Region:

@@ -34,7 +34,7 @@ from .jobs import (
 if TYPE_CHECKING:
     from ..recording import Recording
 
-__all__ = ["VideoResult", "auto_contrast", "export_video"]
+__all__ = ["VideoResult", "auto_contrast", "check_contrast_range", "export_video"]
 
 DEFAULT_FPS = 30.0
 CONTRAST_SAMPLES = 32
@@ -70,6 +70,25 @@ def auto_contrast(
     stack = np.stack([rec.frame_block(int(i), int(i) + 1, position)[0] for i in idx])
     lo, hi = (float(v) for v in np.percentile(stack, percentiles))
     return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
+def check_contrast_range(rec: Recording, contrast: tuple[float, float]) -> None:
+    """Refuse limits outside the source's integer range (an error, not a clip).
+
+    ``100 4000`` is right for a 12-bit camera and maps an 8-bit video (0..255) to
+    an almost black one; clipping would hide the mistake, so the job fails with the
+    range the source really has.
+    """
+    dtype = np.dtype(rec.dtype)
+    if dtype.kind not in "ui":
+        return
+    info = np.iinfo(dtype)
+    lo, hi = contrast
+    if lo < info.min or hi > info.max:
+        raise ValueError(
+            f"{rec.path.name}: contrast {lo:g}..{hi:g} is outside its {dtype.name} "
+            f"range ({info.min}..{info.max})"
+        )
 
 
 def export_video(
@@ -110,6 +129,8 @@ def export_video(
     final = resolve_out_dir(rec, out_dir) / f"{output_stem(rec, key)}{ext}"
     check_output(final, overwrite)
     check_output(sidecar_path(final), overwrite)
+    if contrast is not None:
+        check_contrast_range(rec, contrast)
     limits = contrast if contrast is not None else auto_contrast(rec, key, max_frames=n)
     mapping = ContrastMapping(limits)  # validates low < high
     lo, hi = mapping.limits  # type: ignore[misc]
