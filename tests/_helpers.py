@@ -117,3 +117,23 @@ def kill_after_journal(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def manifest_view(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A run's manifest, validated as mesokit's ``AcquisitionManifest`` (what datakit
+    and mesokit read), flattened to what tests check: ``complete``, ``errors``,
+    ``files`` (our per-file entries), ``session``, ``stamp``, ``producers``."""
+    from mesokit_schema import AcquisitionManifest
+
+    manifest = AcquisitionManifest.read(path)
+    ours = manifest.extra["mesofield_napari"]
+    return {
+        "complete": manifest.acquisition_complete,
+        "errors": ours["errors"],
+        "files": ours["files"],
+        "session": manifest.session.session,
+        "subject": manifest.session.subject,
+        "stamp": ours["stamp"],
+        "ended_at": manifest.ended_at,
+        "producers": manifest.producers,
+    }

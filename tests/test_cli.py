@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from _helpers import journal_entry_lines, kill_after_journal
+from _helpers import journal_entry_lines, kill_after_journal, manifest_view
 from mesofield_napari.cli import main
 from mesofield_napari.data.summary import dropped_frames, frame_times_s
 
@@ -105,7 +105,7 @@ def test_record_json_files_and_contents(tmp_path, tiff_run, writer, kinds):
         payload = json.loads(res.stdout)  # exactly one JSON object on stdout
     assert set(payload) >= RECORD_KEYS
     assert payload["ok"] is True
-    run_dir = out / "sub-M7" / "ses-02"
+    run_dir = out / "data" / "sub-M7" / "ses-02"
     assert Path(payload["run_dir"]) == run_dir
     assert sorted(f["kind"] for f in payload["files"]) == kinds
     for f in payload["files"]:
@@ -137,7 +137,7 @@ def test_record_json_files_and_contents(tmp_path, tiff_run, writer, kinds):
     assert (
         Path(payload["timestamps"]).read_text().startswith("device_id,started,stopped")
     )
-    manifest = json.loads(Path(payload["manifest"]).read_text())
+    manifest = manifest_view(payload["manifest"])
     assert manifest["complete"] is True and manifest["errors"] == []
     assert manifest["session"] == "02"
     for key in ("notes", "timestamps", "manifest"):
@@ -295,7 +295,7 @@ def test_killed_recording_inspect_then_recover(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     journal = kill_after_journal(
-        proc, lambda: next(out.glob("sub-sim/ses-01/func/*.jsonl"), None), frames=3
+        proc, lambda: next(out.glob("data/sub-sim/ses-01/func/*.jsonl"), None), frames=3
     )
 
     data = journal.with_name(journal.name.removesuffix("_frame_metadata.jsonl"))

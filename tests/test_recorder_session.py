@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 
-from _helpers import SHAPE, read_json, timelapse, wait_until
+from _helpers import SHAPE, manifest_view, read_json, timelapse, wait_until
 from mesofield_napari.data.recording import open_recording
 from mesofield_napari.recorder import (
     RecorderSettings,
@@ -24,7 +23,7 @@ def settings(root: Path, **kwargs) -> RecorderSettings:
 
 def manifest_of(run_dir: Path) -> dict:
     (path,) = run_dir.glob("*_manifest.json")
-    return read_json(path)
+    return manifest_view(path)
 
 
 def tiff_frames(path: Path) -> np.ndarray:
@@ -190,7 +189,7 @@ def test_armed_session_records_each_mda_into_its_own_run(sim_core, camera, tmp_p
     assert len(session.outcomes) == 2
     manifests = sorted(tmp_path.rglob("*_manifest.json"))
     assert len(manifests) == 2
-    assert all(json.loads(p.read_text())["complete"] for p in manifests)
+    assert all(manifest_view(p)["complete"] for p in manifests)
 
 
 def test_status_warns_before_the_disk_fills(sim_core, tmp_path, monkeypatch):
