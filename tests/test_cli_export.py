@@ -185,7 +185,8 @@ def test_video_contrast_outside_8bit_range_is_an_error(mp4_run, tmp_path, capsys
 
 
 def read_dff(path: Path) -> np.ndarray:
-    return np.loadtxt(path, delimiter=",", skiprows=1, usecols=1  # Slice,Mean,time_s: Mean is the ΔF/F)
+    # Slice,Mean,time_s: Mean is the ΔF/F
+    return np.loadtxt(path, delimiter=",", skiprows=1, usecols=1)
 
 
 def test_dff_on_8bit_video_does_not_subtract_the_16bit_offset(
