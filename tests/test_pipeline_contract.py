@@ -275,3 +275,65 @@ def test_manifest_model_round_trips(tmp_path, core):
     run = record_run(tmp_path, core, frames=3)
     model = AcquisitionManifest.read(run.manifest_path)
     assert model.model_dump(mode="json") == json.loads(run.manifest_path.read_text())
+
+
+def cli(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mesofield_napari", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_record_and_export_from_the_command_line_load_in_datakit(tmp_path):
+    """The issue's "done when": record --out EXP, export mean-trace/dff EXP, datakit."""
+    exp = tmp_path / "EXP"
+    res = cli(
+        "record", "--out", exp, "--subject", "M042", "--task", "widefield",
+        "--frames", 30, "--size", "32x32", "--exposure", 0, "--note", "baseline",
+        "--json",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    payload = json.loads(res.stdout)
+    assert Path(payload["run_dir"]) == exp / "data" / "sub-M042" / "ses-01"
+    (entry,) = payload["files"]
+    assert entry["path"].endswith("_task-widefield_meso.ome.tiff")
+    for operation in ("mean-trace", "dff"):
+        res = cli("export", operation, exp)
+        assert res.returncode == 0, res.stderr
+    processed = sorted(p.name for p in (exp / "processed").rglob("*.csv"))
+    assert len(processed) == 2, processed
+    frame, _ = materialize(exp)
+    row = frame.iloc[0]
+    assert len(row[("meso_metadata", "ImageNumber")]) == 30
+    assert len(row[("meso", "Mean")]) == 30 and len(row[("meso", "dF_F")]) == 30
+    assert row[("dataqueue", "meta")]["master_device_id"] == "mesoscope"
+    notes = row[("notes", "note")]  # datakit keeps a single note as a scalar
+    assert [notes] if isinstance(notes, str) else list(notes) == ["baseline"]
+
+
+def test_recorder_session_runs_load_in_datakit(tmp_path, core):
+    from mesofield_napari.recorder import RecorderSettings, RecordingSession
+
+    session = RecordingSession(
+        core,
+        RecorderSettings(root=str(tmp_path), subject="M042", frames=25, writers="both"),
+    )
+    session.start()
+    session.add_note("from the recorder")
+    assert session.wait(60)
+    (outcome,) = session.outcomes
+    assert outcome.ok, outcome.errors
+    assert sorted(p.name.rsplit("_", 1)[1] for p in outcome.data_files) == [
+        "meso.mp4",
+        "meso.ome.tiff",
+    ]
+    frame, _ = materialize(tmp_path)
+    row = frame.iloc[0]
+    assert len(row[("meso_metadata", "ImageNumber")]) == 25
+    dq = row[("dataqueue", "device_id")]
+    # both writers of the one camera: one clock row per frame, not two
+    assert list(dq).count("mesoscope") == 25
+    ((_, manifest),) = list(iter_sessions(tmp_path))
+    assert manifest.acquisition_complete

@@ -90,9 +90,11 @@ def make_core(
 def add_writers(
     run: RunManager,
     core: CMMCorePlus,
-    camera_name: str,
+    camera_id: str,
     kinds: str,
     *,
+    suffix: str | None = None,
+    interval_s: float = 0.0,
     fps: float | None = None,
     fourcc: str | None = None,
     contrast_limits: tuple[float, float] | None = None,
@@ -100,24 +102,36 @@ def add_writers(
 ) -> list[Writer]:
     """The run's writers for one camera: ``kinds`` is ``tiff``, ``mp4`` or ``both``.
 
+    ``camera_id`` names the camera in the data queue and the manifest (``mesoscope``
+    is the id datakit takes as the timeline master); ``suffix`` ends its file names
+    (mesofield's rule: the camera's name, ``…_meso.ome.tiff``; default: the id).
     Video defaults: fps = 1000 / exposure; contrast = the simulated camera's bit
     depth (UniMMCore reports 16 bits for it), else the writer reads the camera's bit
     depth from the sequence's summary metadata.
     """
     from .sim import sim_camera
 
+    exposure = float(core.getExposure())
+    period_s = max(interval_s, exposure / 1000.0)
+    rate = 1.0 / period_s if period_s > 0 else None
     writers: list[Writer] = []
     if kinds in ("tiff", "both"):
         writers.append(
-            run.writer_for(camera_name, "tiff", max_queue_bytes=max_queue_bytes)
+            run.writer_for(
+                camera_id,
+                "tiff",
+                suffix=suffix,
+                sampling_rate_hz=rate,
+                max_queue_bytes=max_queue_bytes,
+            )
         )
     if kinds in ("mp4", "both"):
-        exposure = float(core.getExposure())
         cam = sim_camera(core)  # type: ignore[arg-type]
         writers.append(
             run.writer_for(
-                camera_name,
+                camera_id,
                 "mp4",
+                suffix=suffix,
                 fps=fps or (1000.0 / exposure if exposure > 0 else 30.0),
                 fourcc=fourcc,
                 contrast_limits=contrast_limits,

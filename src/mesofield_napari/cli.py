@@ -140,9 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="Micro-Manager configuration (default: simulated camera)",
     )
     rec.add_argument(
+        "--camera-id",
+        default="mesoscope",
+        help="the camera's id in the data queue and manifest (default: mesoscope, "
+        "which datakit takes as the timeline master)",
+    )
+    rec.add_argument(
         "--camera-name",
         default="meso",
-        help="camera suffix of the file names (default: meso)",
+        help="camera suffix of the file names (default: meso -> …_meso.ome.tiff)",
     )
     rec.add_argument("--fps", type=_fps, help="MP4 frame rate (default: from exposure)")
     rec.add_argument("--fourcc", help="MP4 codec (default: $MESOFIELD_FOURCC or H264)")
@@ -311,7 +317,8 @@ def _cmd_record(args: argparse.Namespace) -> int:
         "exposure_ms": args.exposure,
         "interval_s": args.interval,
         "writer": args.writer,
-        "camera": args.camera_name,
+        "camera": args.camera_id,
+        "camera_name": args.camera_name,
         "config": str(args.config) if args.config else "simulated camera",
     }
     try:
@@ -331,8 +338,10 @@ def _cmd_record(args: argparse.Namespace) -> int:
         writers = add_writers(
             run,
             core,
-            args.camera_name,
+            args.camera_id,
             args.writer,
+            suffix=args.camera_name,
+            interval_s=args.interval,
             fps=args.fps,
             fourcc=args.fourcc,
             contrast_limits=tuple(args.contrast) if args.contrast else None,

@@ -61,7 +61,8 @@ class RecorderSettings:
     fps: float | None = None  # video frame rate (None: 1000 / exposure)
     fourcc: str = "H264"  # real H.264 through PyAV; "h264-lossless", "mp4v", ...
     contrast: tuple[float, float] | None = None  # video contrast (None: bit depth)
-    camera_name: str = "mesoscope"
+    camera_id: str = "mesoscope"  # data queue / manifest id (datakit's timeline master)
+    camera_name: str = "meso"  # file suffix: …_meso.ome.tiff (mesofield's rule)
     max_queue_mb: int = 512
 
     def problems(self) -> list[str]:
@@ -74,6 +75,7 @@ class RecorderSettings:
         for what, value in (
             ("subject", self.subject),
             ("task", self.task),
+            ("camera id", self.camera_id),
             ("camera name", self.camera_name),
         ):
             try:
@@ -117,7 +119,8 @@ class RecorderSettings:
             "duration_s": self.duration_s if self.duration_s is not None else "",
             "interval_s": self.interval_s,
             "writer": self.writers,
-            "camera": self.camera_name,
+            "camera": self.camera_id,
+            "camera_name": self.camera_name,
         }
 
 
@@ -384,8 +387,10 @@ class RecordingSession:
         writers = add_writers(
             run,
             self.core,
-            s.camera_name,
+            s.camera_id,
             s.writers,
+            suffix=s.camera_name,
+            interval_s=s.interval_s,
             fps=s.fps,
             fourcc=s.fourcc,
             contrast_limits=s.contrast,

@@ -84,9 +84,10 @@ def complete_run_manifest(
         for p in producers
         if p.metadata_path and journal_path(session / p.output_path).exists()
     ]
-    ended = manifest.ended_at or _dt.datetime.fromtimestamp(
-        Path(data).stat().st_mtime
-    ).astimezone()
+    ended = (
+        manifest.ended_at
+        or _dt.datetime.fromtimestamp(Path(data).stat().st_mtime).astimezone()
+    )
     updated = manifest.model_copy(
         update={
             "producers": producers,
