@@ -310,7 +310,7 @@ def test_record_and_export_from_the_command_line_load_in_datakit(tmp_path):
     assert len(row[("meso", "Mean")]) == 30 and len(row[("meso", "dF_F")]) == 30
     assert row[("dataqueue", "meta")]["master_device_id"] == "mesoscope"
     notes = row[("notes", "note")]  # datakit keeps a single note as a scalar
-    assert [notes] if isinstance(notes, str) else list(notes) == ["baseline"]
+    assert ([notes] if isinstance(notes, str) else list(notes)) == ["baseline"]
 
 
 def test_recorder_session_runs_load_in_datakit(tmp_path, core):
