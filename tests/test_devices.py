@@ -10,7 +10,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import serial
 
 from _helpers import read_video, wait_until
 from mesofield_napari.data import CV2Writer
@@ -98,13 +97,13 @@ def test_direct_camera_records_every_frame_of_the_simulated_pupil(tmp_path):
     cam.start()
     assert done.wait(30)
     cam.stop()
-    frames, fps, fourcc = read_video(tmp_path / "eye.mp4")
+    frames, fps, _ = read_video(tmp_path / "eye.mp4")
     assert len(frames) == 12 and fps == 200
     expected = [SimulatedPupilSource(64, 48).frame(i) for i in range(12)]
     for got, want in zip(frames, expected, strict=True):
         assert np.abs(got[..., 0].astype(int) - want).mean() < 4  # mp4v is lossy
     side = json.loads((tmp_path / "eye.mp4_frame_metadata.json").read_text())
-    assert list(side)[0] == "frame_metadatas"
+    assert next(iter(side)) == "frame_metadatas"
     assert [e["index"] for e in side["frame_metadatas"]] == list(range(12))
     assert all("runner_time_ms" in e for e in side["frame_metadatas"])
     assert side["device_id"] == "eye" and seen == list(range(12))

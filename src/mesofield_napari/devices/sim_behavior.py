@@ -31,7 +31,9 @@ class SimulatedPupilSource:
         texture = np.zeros((h, w), np.float32)
         for _ in range(5):
             fy, fx = rng.uniform(2, 12, 2)
-            texture += np.sin(2 * np.pi * (fy * yy / h + fx * xx / w) + rng.uniform(0, 6))
+            texture += np.sin(
+                2 * np.pi * (fy * yy / h + fx * xx / w) + rng.uniform(0, 6)
+            )
         base = 150 * np.exp(-r2 * 3) + 12 * texture / 5 + 40
         self._bank = [
             np.clip(base + rng.normal(0, 4, (h, w)), 0, 255).astype(np.uint8)
