@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import threading
+from datetime import datetime
 from pathlib import Path
 
 import cv2
@@ -168,7 +169,8 @@ def test_wheel_encoder_reads_click_lines_from_a_serial_port(tmp_path):
     # the first sample's speed uses the nominal interval: 12 clicks of pi*80/2400 mm
     assert speeds[0] == pytest.approx(12 * np.pi * 80 / 2400 / 0.020, rel=1e-3)
     assert [p for p, _ in pushes.rows] == [12, -3, 0, 48]
-    assert [float(ts) for _, ts in pushes.rows] == times
+    stamps = [datetime.fromisoformat(str(ts)) for _, ts in pushes.rows]
+    assert stamps == sorted(stamps) and stamps[0].utcoffset() is not None
 
 
 def test_treadmill_encoder_pushes_dict_samples(tmp_path):

@@ -7,7 +7,8 @@ Protocols (mesofield's firmware):
   seconds since the encoder started, ``Speed`` in mm/s from the wheel's diameter and
   counts per revolution) — what datakit's ``wheel`` source reads — and a data-queue row
   under device ``encoder`` (payload = clicks), which datakit uses to put the wheel on
-  the run's clock.
+  the run's clock; its ``device_ts`` is the sample's wall-clock time (local ISO with
+  offset, like every stamp of the run: datakit reads it as the wheel's absolute time).
 - **treadmill** — ``micros,distance_mm,speed_mm_s`` (or ``distance,speed``) per line.
   Each sample is pushed as a dict ``{distance, speed, device_us}`` under device
   ``treadmill`` (the data queue fans dicts out into columns, which datakit's
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..data.clock import local_iso
 from . import DeviceError
 
 if TYPE_CHECKING:
@@ -237,12 +239,12 @@ class Encoder:
         self._t_prev = now
         self._csv.writerow([clicks, f"{t:.6f}", f"{speed:.4f}"])
         self.samples += 1
-        self.push(clicks, f"{t:.6f}")
+        self.push(clicks, local_iso())
 
     def _treadmill_sample(self, device_us: int, distance: float, speed: float) -> None:
         self._t_prev = time.monotonic()
         self._csv.writerow([device_us, distance, speed, device_us])
         self.samples += 1
         self.push(
-            {"distance": distance, "speed": speed, "device_us": device_us}, device_us
+            {"distance": distance, "speed": speed, "device_us": device_us}, local_iso()
         )

@@ -331,7 +331,10 @@ class ExperimentRun:
                     on_done=self._device_done,
                 )
                 self._plan.cameras[spec.id] = direct  # closed on failure below
-                direct.open()
+                try:
+                    direct.open()
+                except DeviceError as exc:
+                    raise DeviceError(f"cameras[{i}] ({spec.id}): {exc}") from None
         if (enc := self.experiment.encoder) is not None:
             encoder = Encoder(
                 enc,
@@ -434,7 +437,9 @@ class ExperimentRun:
         writer_error = getattr(getattr(cam, "writer", None), "error", None)
         # writer failures are recorded by RunManager.stop (raise_if_failed)
         if first and not from_writer and exc is not writer_error:
-            self.run.errors.append(f"{device_id}: {exc}")
+            text = str(exc)
+            prefix = f"{device_id}: "
+            self.run.errors.append(text if text.startswith(prefix) else prefix + text)
         self._stop_request.set()
 
     def _device_done(self, device_id: str) -> None:
