@@ -244,3 +244,12 @@ def test_record_experiment_rejects_bad_files_before_writing(tmp_path):
     with pytest.raises(ExperimentError, match="several devices have 'primary: true'"):
         record_experiment(folder, out=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_experiment_directory_is_relative_to_the_json(tmp_path):
+    hw = TWO_CAMERAS.format(p1="true", p2="false")
+    exp = load_experiment(
+        write(tmp_path, hw, {**CONFIG, "experiment_directory": "runs"})
+    )
+    assert exp.experiment_directory == tmp_path / "runs"
+    assert "experiment_directory" not in exp.parameters("M1")

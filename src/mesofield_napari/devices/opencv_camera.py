@@ -187,6 +187,8 @@ class DirectCamera:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
+        writer = self.writer
+        assert writer is not None
         period = 1.0 / self.fps
         try:
             while not self._stop.is_set():
@@ -201,11 +203,11 @@ class DirectCamera:
                         f"{self.device_id}: {self.source.describe()} stopped "
                         f"delivering frames after {self.frames} frame(s)"
                     )
-                self.writer.add_frame(frame)
+                writer.add_frame(frame)
                 self.frames += 1
                 self._t_last = time.perf_counter()
-                if self.writer.error is not None:
-                    raise self.writer.error
+                if writer.error is not None:
+                    raise writer.error
         except BaseException as exc:
             self.error = exc
             if self.on_error is not None:
@@ -225,14 +227,27 @@ class DirectCamera:
                     f"{timeout:.0f} s"
                 )
         self.source.close()
-        if self._thread is not None:
+        if self._thread is not None and self.writer is not None:
             self._thread = None
-            self.writer.finish(
-                {"device_id": self.device_id, "source": self.source.describe()}
-            )
+            try:
+                self.writer.finish(
+                    {"device_id": self.device_id, "source": self.source.describe()}
+                )
+            except Exception:
+                if self.writer.error is None:
+                    raise
+                # a failed writer is reported once, by its owner (raise_if_failed)
 
     def status(self) -> dict[str, Any]:
         elapsed = self._t_last - self._t0
+        if self.writer is None:
+            return {
+                "frames": 0,
+                "fps": 0.0,
+                "lost": 0,
+                "queue_fill": 0.0,
+                "error": None,
+            }
         stats = self.writer.stats
         return {
             "frames": self.frames,

@@ -407,7 +407,10 @@ class ExperimentRun:
         return self
 
     def stop(self, timeout: float | None = None) -> bool:
-        """End the run now; True once every file is final (within ``timeout``)."""
+        """End the run now; True once every file is final (within ``timeout``,
+        default: a minute per device to drain and finalize)."""
+        if timeout is None:
+            timeout = STOP_TIMEOUT_S * (len(self.devices) + 1)
         if self._state in ("new", "open"):
             self._state = "running"
             self._finish()
@@ -423,7 +426,7 @@ class ExperimentRun:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
-        self.stop(STOP_TIMEOUT_S * (len(self.devices) + 1))
+        self.stop()
 
     # ------------------------------------------------------------ callbacks
     def _device_failed(
