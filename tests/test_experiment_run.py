@@ -342,3 +342,18 @@ cameras:
     frame, errors = materialize(tmp_path / "exp", allow_no_treadmill=False)
     assert "treadmill" in set(errors.loc[errors["status"] == "ok", "Source"])
     assert len(frame.iloc[0][("treadmill", "speed_mm")]) > 0
+
+
+def test_a_missing_micromanager_configuration_is_one_line(tmp_path):
+    hardware = THREE_DEVICES.replace(
+        '    backend: micromanager\n    primary: "true"',
+        '    backend: micromanager\n    configuration_path: rig.cfg\n    primary: "true"',
+    )
+    rig = write_experiment(tmp_path / "rig", hardware)
+    with pytest.raises(ExperimentError) as info:
+        record_experiment(rig, out=tmp_path / "exp")
+    assert str(info.value) == (
+        f"{rig / 'hardware.yaml'}: mesoscope: Micro-Manager configuration not found: "
+        f"{rig / 'rig.cfg'}"
+    )
+    assert not (tmp_path / "exp").exists()
