@@ -357,3 +357,33 @@ def test_a_missing_micromanager_configuration_is_one_line(tmp_path):
         f"{rig / 'rig.cfg'}"
     )
     assert not (tmp_path / "exp").exists()
+
+
+def test_mesofield_sample_records_here(tmp_path):
+    """mesofield's own sample (ids made unique) runs on the built-in simulated camera."""
+    sample = Path(__file__).parent / "data" / "mesofield_sample"
+    rig = tmp_path / "rig"
+    rig.mkdir()
+    hardware = (sample / "hardware.yaml").read_text()
+    hardware = hardware.replace(
+        'id: "dev"\n    name: "devcam2"', 'id: "dev2"\n    name: "devcam2"'
+    )
+    (rig / "hardware.yaml").write_text(hardware)
+    (rig / "devcfg.json").write_text((sample / "devcfg.json").read_text())
+    with pytest.raises(ExperimentError) as info:  # its wheel is on COM4
+        record_experiment(rig, duration=0.3, out=tmp_path / "exp")
+    assert str(info.value).startswith(
+        f"{rig / 'hardware.yaml'}: encoder: cannot open serial port 'COM4': "
+    )
+    (rig / "hardware.yaml").write_text(
+        hardware.replace("development_mode: False", "development_mode: True")
+    )
+    result = record_experiment(rig, duration=0.3, out=tmp_path / "exp")
+    assert result["ok"], result["errors"]
+    assert (result["subject"], result["session"]) == ("STREHAB07", "10")
+    files = files_by_device(result)
+    assert files["dev"]["path"].endswith("_devcam1.ome.tiff")
+    assert files["dev2"]["path"].endswith("_devcam2.mp4")
+    assert "/func/" in files["dev2"]["path"]  # its output.bids_type
+    assert files["dev"]["frames"] == 30  # 0.3 s at the default 10 ms exposure
+    assert tifffile.imread(files["dev"]["path"]).shape == (30, 512, 512)
