@@ -1,0 +1,61 @@
+"""``mesofield-napari record --experiment TARGET``: the command's logic, without argparse.
+
+``cli.py`` parses the options and calls :func:`record_experiment`; it prints the
+returned object (``--json``) or a summary, and turns :class:`ExperimentError` into one
+line on stderr and exit status 2. A run that started but failed returns
+``ok: false`` with its ``errors`` (exit status 1), its files kept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .devices import DeviceError
+from .experiment import ExperimentError, ExperimentRun, load_experiment
+
+__all__ = ["ExperimentError", "record_experiment"]
+
+# every wait is bounded: the run's own length plus this much to finalize files
+FINALIZE_TIMEOUT_S = 300.0
+
+
+def record_experiment(
+    target: str | Path,
+    subject: str | None = None,
+    session: str | int | None = None,
+    task: str | None = None,
+    duration: float | None = None,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Record one session of the experiment at ``target`` and describe what it wrote.
+
+    Returns ``{"ok", "files": [{path, kind, frames, sidecar, device_id, ...}],
+    "run_dir", "manifest", "errors", ...}``. Raises :class:`ExperimentError` (one line
+    naming the file and key, or the device) for unusable files or a device that cannot
+    be opened; nothing is written then.
+    """
+    experiment = load_experiment(target)
+    run = ExperimentRun(
+        experiment,
+        subject=subject,
+        session=session,
+        task=task,
+        duration=duration,
+        out=out,
+    )
+    try:
+        run.open()
+    except DeviceError as exc:
+        raise ExperimentError(f"{experiment.hardware_path}: {exc}") from None
+    except PermissionError as exc:
+        raise ExperimentError(str(exc)) from None
+    try:
+        run.start()
+        finished = run.wait(run.duration_s * 2 + 60.0)
+    except KeyboardInterrupt:
+        run.stop(FINALIZE_TIMEOUT_S)
+        raise
+    if not finished:
+        run.stop(FINALIZE_TIMEOUT_S)
+    return run.result()

@@ -1,0 +1,250 @@
+"""Wheel and treadmill encoders: a serial port (or simulated samples) -> CSV + queue.
+
+Protocols (mesofield's firmware):
+
+- **wheel** — one integer per line: the clicks counted since the previous line.
+  Each sample becomes a row ``Clicks,Time,Speed`` of ``beh/…_wheel.csv`` (``Time`` in
+  seconds since the encoder started, ``Speed`` in mm/s from the wheel's diameter and
+  counts per revolution) — what datakit's ``wheel`` source reads — and a data-queue row
+  under device ``encoder`` (payload = clicks), which datakit uses to put the wheel on
+  the run's clock; its ``device_ts`` is the sample's wall-clock time (local ISO with
+  offset, like every stamp of the run: datakit reads it as the wheel's absolute time).
+- **treadmill** — ``micros,distance_mm,speed_mm_s`` (or ``distance,speed``) per line.
+  Each sample is pushed as a dict ``{distance, speed, device_us}`` under device
+  ``treadmill`` (the data queue fans dicts out into columns, which datakit's
+  ``treadmill`` source reads) and written to ``beh/…_treadmill.csv``. Lines without
+  the firmware's microsecond clock get the host's microseconds since start, so
+  datakit does not drop them.
+
+The port is opened with ``serial.serial_for_url``: a device path (``/dev/ttyACM0``,
+``COM4``) or any pyserial URL (``loop://`` in the tests). ``development_mode: true``
+generates samples every ``sample_interval_ms`` instead (a smooth, seeded random run
+speed), as mesofield's development mode stands in for the rig.
+
+One reader thread per encoder; the CSV is written from it through a buffered file
+flushed once a second (a crash loses at most a second of samples), so memory does not
+grow with run length.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..data.clock import local_iso
+from . import DeviceError
+
+if TYPE_CHECKING:
+    from ..experiment.config import EncoderSpec
+
+FLUSH_INTERVAL_S = 1.0
+JOIN_TIMEOUT_S = 5.0
+Push = Callable[[Any, Any], None]  # (payload, device_ts) -> data-queue row
+
+
+class Encoder:
+    """A wheel or treadmill encoder (see the module docstring).
+
+    ``push`` receives one call per sample (the run wires it to its data queue);
+    ``csv_path`` is the encoder's own file, created by :meth:`start` (it may be set
+    after :meth:`open`, once the run folder exists).
+    """
+
+    def __init__(
+        self,
+        spec: EncoderSpec,
+        push: Push,
+        csv_path: Path | None = None,
+        *,
+        on_error: Callable[[str, BaseException], None] | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.spec = spec
+        self.device_id = spec.id
+        self.csv_path = Path(csv_path) if csv_path is not None else None
+        self.push = push
+        self.on_error = on_error
+        self.serial: Any = None
+        self.samples = 0
+        self.error: BaseException | None = None
+        self._mm_per_click = math.pi * spec.diameter_mm / spec.cpr
+        self._rng = np.random.default_rng(seed)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._t0 = 0.0
+        self._t_prev: float | None = None
+        self._distance = 0.0
+        self._speed = 0.0
+
+    @property
+    def columns(self) -> list[str]:
+        if self.spec.type == "wheel":
+            return ["Clicks", "Time", "Speed"]
+        return ["timestamp", "distance", "speed", "device_us"]
+
+    @property
+    def sampling_rate_hz(self) -> float:
+        return 1000.0 / self.spec.sample_interval_ms
+
+    # ------------------------------------------------------------ lifecycle
+    def open(self) -> None:
+        """Open the serial port (raises :class:`DeviceError` before the run starts)."""
+        if self.spec.development_mode or self.serial is not None:
+            return
+        import serial
+
+        try:
+            self.serial = serial.serial_for_url(
+                self.spec.port, baudrate=self.spec.baudrate, timeout=0.1
+            )
+        except (serial.SerialException, ValueError, OSError) as exc:
+            raise DeviceError(
+                f"{self.device_id}: cannot open serial port {self.spec.port!r}: {exc}"
+            ) from None
+
+    def start(self) -> None:
+        self.open()
+        if self.csv_path is None:
+            raise RuntimeError(f"{self.device_id}: no csv_path to write to")
+        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.csv_path, "x", newline="", encoding="utf-8")
+        self._csv = csv.writer(self._fh)
+        self._csv.writerow(self.columns)
+        self._t0 = time.monotonic()
+        target = self._simulate if self.spec.development_mode else self._read_serial
+        self._thread = threading.Thread(
+            target=self._guard,
+            args=(target,),
+            name=f"encoder-{self.device_id}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = JOIN_TIMEOUT_S) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                self.error = self.error or DeviceError(
+                    f"{self.device_id}: reader did not stop within {timeout:.0f} s"
+                )
+            else:
+                self._thread = None
+        if self.serial is not None:
+            self.serial.close()
+        if getattr(self, "_fh", None) is not None and self._thread is None:
+            self._fh.close()
+            self._fh = None
+
+    def status(self) -> dict[str, Any]:
+        elapsed = (self._t_prev or self._t0) - self._t0
+        return {
+            "frames": self.samples,
+            "fps": (self.samples - 1) / elapsed
+            if self.samples > 1 and elapsed
+            else 0.0,
+            "lost": 0,
+            "queue_fill": 0.0,
+            "error": str(self.error) if self.error else None,
+        }
+
+    # ------------------------------------------------------------ reader thread
+    def _guard(self, target: Callable[[], Iterator[None]]) -> None:
+        last_flush = time.monotonic()
+        try:
+            for _ in target():
+                now = time.monotonic()
+                if now - last_flush >= FLUSH_INTERVAL_S:
+                    self._fh.flush()
+                    last_flush = now
+            self._fh.flush()
+        except BaseException as exc:
+            self.error = exc
+            if self.on_error is not None:
+                self.on_error(self.device_id, exc)
+
+    def _read_serial(self) -> Iterator[None]:  # one item per sample
+        buffer = b""
+        while not self._stop.is_set():
+            try:
+                chunk = self.serial.read(self.serial.in_waiting or 1)
+            except Exception as exc:
+                raise DeviceError(
+                    f"{self.device_id}: serial port {self.spec.port!r} failed: {exc}"
+                ) from None
+            if not chunk:
+                continue
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if self._parse(line.decode("utf-8", "replace").strip()):
+                    yield
+
+    def _parse(self, text: str) -> bool:
+        if not text:
+            return False
+        now = time.monotonic()
+        try:
+            if self.spec.type == "wheel":
+                self._wheel_sample(int(text), now)
+                return True
+            parts = [p.strip() for p in text.split(",")]
+            if len(parts) == 3:
+                device_us: int = int(parts[0])
+                distance, speed = float(parts[1]), float(parts[2])
+            elif len(parts) == 2:
+                device_us = int((now - self._t0) * 1e6)
+                distance, speed = float(parts[0]), float(parts[1])
+            else:
+                return False
+        except ValueError:
+            return False  # a banner or a garbled line, as mesofield skips them
+        self._treadmill_sample(device_us, distance, speed)
+        return True
+
+    def _simulate(self) -> Iterator[None]:  # one item per sample
+        period = self.spec.sample_interval_ms / 1000.0
+        n = 0
+        while not self._stop.wait(
+            max(0.0, self._t0 + (n + 1) * period - time.monotonic())
+        ):
+            n += 1
+            now = time.monotonic()
+            # a smooth random run speed (mm/s), sometimes at rest
+            self._speed = max(0.0, 0.95 * self._speed + self._rng.normal(8.0, 25.0))
+            if self.spec.type == "wheel":
+                clicks = round(self._speed * period / self._mm_per_click)
+                self._wheel_sample(clicks, now)
+            else:
+                self._distance += self._speed * period
+                self._treadmill_sample(
+                    int((now - self._t0) * 1e6),
+                    round(self._distance, 3),
+                    round(self._speed, 3),
+                )
+            yield
+
+    def _wheel_sample(self, clicks: int, now: float) -> None:
+        period = self.spec.sample_interval_ms / 1000.0
+        dt = now - self._t_prev if self._t_prev is not None else period
+        speed = clicks * self._mm_per_click / dt if dt > 0 else 0.0
+        t = now - self._t0
+        self._t_prev = now
+        self._csv.writerow([clicks, f"{t:.6f}", f"{speed:.4f}"])
+        self.samples += 1
+        self.push(clicks, local_iso())
+
+    def _treadmill_sample(self, device_us: int, distance: float, speed: float) -> None:
+        self._t_prev = time.monotonic()
+        self._csv.writerow([device_us, distance, speed, device_us])
+        self.samples += 1
+        self.push(
+            {"distance": distance, "speed": speed, "device_us": device_us}, local_iso()
+        )

@@ -1,0 +1,28 @@
+"""Experiment runs: mesofield's ``hardware.yaml`` + ``experiment.json`` recorded as one
+run — several cameras and an encoder on one clock (issue 13). Qt-free.
+
+``load_experiment(target)`` reads and checks the files; ``ExperimentRun`` records one
+session (``start``/``stop``/``wait``/``status``/``result``).
+"""
+
+from __future__ import annotations
+
+from .config import (
+    CameraSpec,
+    EncoderSpec,
+    Experiment,
+    ExperimentError,
+    load_experiment,
+    resolve_target,
+)
+from .run import ExperimentRun
+
+__all__ = [
+    "CameraSpec",
+    "EncoderSpec",
+    "Experiment",
+    "ExperimentError",
+    "ExperimentRun",
+    "load_experiment",
+    "resolve_target",
+]

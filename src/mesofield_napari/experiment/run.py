@@ -1,0 +1,587 @@
+"""One experiment run: every camera and the encoder of a rig, on one clock (Qt-free).
+
+Life of a run (a GUI drives the same object; nothing here blocks a caller for long)::
+
+    run = ExperimentRun(load_experiment("rig/"), subject="M042")
+    run.start()        # opens everything, then starts the devices, primary last
+    run.status()       # per device: frames, fps, lost, queue fill, error
+    run.wait(timeout)  # True once the run has ended and every file is final
+    run.stop()         # or let it end by itself
+    run.result()       # what the CLI prints
+
+- :meth:`open` (called by :meth:`start`) opens the devices first — Micro-Manager
+  cores, OpenCV captures, the serial port — so a rig that is not there fails with one
+  line and leaves no run folder; then the run folder, every writer and the data queue.
+- Devices start together, the primary last, so none misses the primary's first frame.
+  Micro-Manager cameras record ``duration × fps`` frames each (their own core and MDA
+  thread), direct-mode cameras the same count, encoders until the run stops.
+- The run ends when the primary camera has its frames (a primary encoder: after
+  ``duration`` seconds), when :meth:`stop` is called, or when any device fails. Then
+  every other device is stopped and its file finalized; a failure is recorded in the
+  manifest (``run.errors``, ``acquisition_complete: false``) and nothing already
+  written is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mesokit_schema import DataqueuePayloadSchema
+
+from ..data._pipeline import DEFAULT_MAX_QUEUE_BYTES
+from ..data._signals import connect_direct, disconnect_quietly
+from ..data.manager import RunManager, describe_writer
+from ..data.run_manifest import Producer
+from ..devices import DeviceError
+from ..devices.encoder import Encoder
+from ..devices.opencv_camera import DirectCamera, OpenCVSource
+from ..devices.sim_behavior import SimulatedPupilSource
+from .config import CameraSpec, EncoderSpec, Experiment, ExperimentError
+
+if TYPE_CHECKING:
+    from pymmcore_plus import CMMCorePlus
+
+    from ..data import CustomWriter, CV2Writer
+
+START_TIMEOUT_S = 30.0  # a camera's MDA must have started by then
+STOP_TIMEOUT_S = 60.0  # per device: drain + finalize
+STALL_GRACE_S = 30.0  # primary still short of its frames at 2x duration + this: stalled
+DEFAULT_SIZE = (512, 512)
+
+
+class Device(Protocol):
+    device_id: str
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = ...) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+# ---------------------------------------------------------------- Micro-Manager
+def camera_core(spec: CameraSpec, seed: int = 0) -> CMMCorePlus:
+    """The camera's own core: its configuration, else the built-in simulated camera.
+
+    Raises :class:`DeviceError` (one line) when the configuration cannot be loaded.
+    """
+    exposure = spec.properties.get("exposure_ms")
+    if exposure is None and spec.fps:
+        exposure = 1000.0 / spec.fps
+    if spec.configuration_path is None:
+        from ..sim import create_sim_core
+
+        shape = (spec.height or DEFAULT_SIZE[0], spec.width or DEFAULT_SIZE[1])
+        return create_sim_core(
+            shape, exposure_ms=10.0 if exposure is None else float(exposure), seed=seed
+        )
+    from pymmcore_plus import CMMCorePlus
+
+    path = spec.configuration_path
+    if not path.is_file():
+        raise DeviceError(f"{spec.id}: Micro-Manager configuration not found: {path}")
+    try:
+        core = CMMCorePlus()
+        if spec.micromanager_path is not None:
+            core.setDeviceAdapterSearchPaths([str(spec.micromanager_path)])
+        core.loadSystemConfiguration(str(path))
+        for label, props in spec.properties.items():
+            if isinstance(props, dict):  # {DeviceLabel: {Property: value}}
+                for prop, value in props.items():
+                    core.setProperty(label, prop, value)
+        if exposure is not None:
+            core.setExposure(float(exposure))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc)
+        raise DeviceError(f"{spec.id}: cannot load {path}: {first}") from None
+    return core
+
+
+class MMCamera:
+    """A Micro-Manager camera: its own core, an MDA thread, one attached writer."""
+
+    def __init__(
+        self,
+        spec: CameraSpec,
+        core: CMMCorePlus,
+        frames: int,
+        on_error: Any,
+        on_done: Any,
+    ) -> None:
+        self.device_id = spec.id
+        self.spec = spec
+        self.core = core
+        self.frames = frames
+        self.writer: CustomWriter | CV2Writer | None = None
+        self.error: BaseException | None = None
+        self._on_error = on_error
+        self._on_done = on_done
+        self._started = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._t0: float | None = None
+        self._t1: float | None = None
+
+    @property
+    def fps(self) -> float:
+        exposure = float(self.core.getExposure())
+        return self.spec.fps or (1000.0 / exposure if exposure > 0 else 100.0)
+
+    def _sequence_started(self, *args: Any) -> None:
+        self._t0 = time.perf_counter()
+        self._started.set()
+
+    def _writer_failed(self, exc: BaseException) -> None:
+        self.core.mda.cancel()  # never record on into a broken file
+        self._on_error(self.device_id, exc, from_writer=True)
+
+    def start(self) -> None:
+        assert self.writer is not None
+        self.writer.on_error = self._writer_failed
+        connect_direct(self.core.mda.events.sequenceStarted, self._sequence_started)
+        self._thread = threading.Thread(
+            target=self._run, name=f"mda-{self.device_id}", daemon=True
+        )
+        self._thread.start()
+        if not self._started.wait(START_TIMEOUT_S):
+            raise DeviceError(
+                f"{self.device_id}: acquisition did not start within "
+                f"{START_TIMEOUT_S:.0f} s"
+            )
+
+    def _run(self) -> None:
+        from ..acquire import timelapse
+        from ..sequencing import chunked_sequencing
+
+        assert self.writer is not None
+        try:
+            with self.writer.attached(self.core), chunked_sequencing(self.core):
+                self.core.mda.run(timelapse(self.frames))
+        except BaseException as exc:
+            self.error = exc
+            self._on_error(self.device_id, exc)
+        finally:
+            self._t1 = time.perf_counter()
+            self._started.set()  # never leave start() waiting on a failed run
+        if self.error is None and self.writer.error is None:
+            self._on_done(self.device_id)
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        if self._thread is not None:
+            if self._thread.is_alive():
+                self.core.mda.cancel()
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                self.error = self.error or DeviceError(
+                    f"{self.device_id}: acquisition did not stop within {timeout:.0f} s"
+                )
+        disconnect_quietly(self.core.mda.events.sequenceStarted, self._sequence_started)
+        if self.writer is not None:
+            self.writer.close()  # no-op unless the sequence never finished
+
+    def shutdown(self) -> None:
+        with contextlib.suppress(Exception):
+            self.core.unloadAllDevices()
+
+    def status(self) -> dict[str, Any]:
+        stats = self.writer.stats if self.writer is not None else None
+        frames = stats.frames_received if stats else 0
+        elapsed = (self._t1 or time.perf_counter()) - self._t0 if self._t0 else 0.0
+        return {
+            "frames": frames,
+            "fps": frames / elapsed if elapsed > 0 else 0.0,
+            "lost": stats.frames_lost if stats else 0,
+            "queue_fill": stats.queue_fill if stats else 0.0,
+            "error": str(self.error) if self.error else None,
+        }
+
+
+# ---------------------------------------------------------------- the run
+@dataclass
+class _Plan:
+    """What :meth:`ExperimentRun.open` prepared, device by device."""
+
+    cameras: dict[str, MMCamera | DirectCamera] = field(default_factory=dict)
+    encoder: Encoder | None = None
+
+
+class ExperimentRun:
+    """Record one session of an experiment (see the module docstring).
+
+    Parameters
+    ----------
+    subject, session, task
+        Default: the first subject in ``Subjects``, and its ``session``/``task``.
+    duration
+        Seconds (default: ``Configuration.duration``).
+    out
+        The experiment folder to write into (default: ``experiment_directory``,
+        else the folder of the experiment files).
+    """
+
+    def __init__(
+        self,
+        experiment: Experiment,
+        *,
+        subject: str | None = None,
+        session: str | int | None = None,
+        task: str | None = None,
+        duration: float | None = None,
+        out: str | Path | None = None,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
+    ) -> None:
+        self.experiment = experiment
+        sid, meta = experiment.subject(subject)
+        self.subject = sid
+        self.session = str(session if session is not None else meta.get("session", 1))
+        self.task = str(task or meta.get("task") or "rec")
+        if duration is None:
+            duration = experiment.duration_s
+        if duration is None:
+            raise ExperimentError(
+                f"{experiment.json_path}: no Configuration.duration; give a duration"
+            )
+        if not (isinstance(duration, (int, float)) and duration > 0):
+            raise ExperimentError(
+                f"duration must be positive seconds, got {duration!r}"
+            )
+        self.duration_s = float(duration)
+        root = Path(out) if out else experiment.experiment_directory
+        self.root = root or experiment.json_path.parent
+        self.max_queue_bytes = max_queue_bytes
+        self.run = RunManager(
+            self.root, sid, self.session, self.task, experiment.parameters(sid)
+        )
+        self.devices: dict[str, MMCamera | DirectCamera | Encoder] = {}
+        self._plan = _Plan()
+        self._state = "new"  # new -> open -> running -> stopped
+        self._lock = threading.Lock()
+        self._stop_request = threading.Event()
+        self._finished = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self._failed: set[str] = set()
+        self._t0: float | None = None
+        self._primary_done = False
+
+    # ------------------------------------------------------------ state
+    @property
+    def errors(self) -> list[str]:
+        return self.run.errors
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.run_dir
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def frames_for(self, fps: float) -> int:
+        return max(1, math.ceil(self.duration_s * fps - 1e-9))
+
+    # ------------------------------------------------------------ open
+    def open(self) -> None:
+        """Open the devices, then the run folder, writers and queue (no frame yet)."""
+        if self._state != "new":
+            raise RuntimeError("an ExperimentRun is opened once")
+        try:
+            self._open_devices()
+        except BaseException:
+            self._shutdown_devices()
+            raise
+        try:
+            self.run.start()
+            self._open_files()
+        except BaseException as exc:
+            self.run.stop(error=exc, raise_errors=False)
+            self._shutdown_devices()
+            raise
+        self._state = "open"
+
+    def _open_devices(self) -> None:
+        for i, spec in enumerate(self.experiment.cameras):
+            if spec.backend == "micromanager":
+                core = camera_core(spec, seed=i)
+                cam = MMCamera(spec, core, 0, self._device_failed, self._device_done)
+                cam.frames = self.frames_for(cam.fps)
+                self._plan.cameras[spec.id] = cam
+            else:
+                fps = spec.fps or 30.0
+                source: SimulatedPupilSource | OpenCVSource
+                if spec.device == "sim":
+                    source = SimulatedPupilSource(
+                        spec.width or 640, spec.height or 480, seed=i
+                    )
+                else:
+                    assert spec.device is not None
+                    source = OpenCVSource(
+                        spec.device, width=spec.width, height=spec.height, fps=fps
+                    )
+                direct = DirectCamera(
+                    spec.id,
+                    source,
+                    fps,
+                    max_frames=self.frames_for(fps),
+                    on_error=self._device_failed,
+                    on_done=self._device_done,
+                )
+                self._plan.cameras[spec.id] = direct  # closed on failure below
+                try:
+                    direct.open()
+                except DeviceError as exc:
+                    raise DeviceError(f"cameras[{i}] ({spec.id}): {exc}") from None
+        if (enc := self.experiment.encoder) is not None:
+            encoder = Encoder(
+                enc,
+                lambda payload, ts, _id=enc.id: self.run.push(_id, payload, ts),
+                on_error=self._device_failed,
+            )
+            self._plan.encoder = encoder
+            encoder.open()
+
+    def _open_files(self) -> None:
+        run = self.run
+        for spec in self.experiment.cameras:
+            cam = self._plan.cameras[spec.id]
+            out = spec.output
+            kwargs: dict[str, Any] = {"max_queue_bytes": self.max_queue_bytes}
+            if out.kind != "tiff":
+                kwargs["fourcc"] = out.fourcc
+                if isinstance(cam, MMCamera):
+                    from ..sim import sim_camera
+
+                    sim = sim_camera(cam.core)  # type: ignore[arg-type]
+                    kwargs["fps"] = cam.fps
+                    kwargs["bit_depth"] = sim.bit_depth if sim is not None else None
+                else:
+                    kwargs["fps"] = cam.fps
+                    kwargs["bit_depth"] = 8
+            writer = run.writer_for(
+                spec.id,
+                out.kind,  # type: ignore[arg-type]
+                suffix=out.suffix,
+                bids_type=out.bids_type,
+                sampling_rate_hz=cam.fps,
+                **kwargs,
+            )
+            cam.writer = writer  # type: ignore[assignment]
+            self.devices[spec.id] = cam
+        if (encoder := self._plan.encoder) is not None:
+            spec = encoder.spec
+            encoder.csv_path = run.data_path(
+                spec.output.suffix, ".csv", spec.output.bids_type
+            )
+            run.add_producer(_encoder_producer(encoder))
+            self.devices[spec.id] = encoder
+
+    # ------------------------------------------------------------ start / stop
+    def start(self) -> ExperimentRun:
+        """Open (if needed) and start every device, the primary last."""
+        if self._state == "new":
+            self.open()
+        if self._state != "open":
+            raise RuntimeError(f"cannot start a run that is {self._state}")
+        self._state = "running"
+        primary = self.experiment.primary.id
+        order = [d for d in self.devices if d != primary] + [primary]
+        self._t0 = time.monotonic()
+        self._supervisor = threading.Thread(
+            target=self._supervise, name="experiment-run", daemon=True
+        )
+        self._supervisor.start()
+        for device_id in order:
+            if self._stop_request.is_set():
+                break
+            try:
+                self.devices[device_id].start()
+                if isinstance(self.devices[device_id], Encoder):
+                    self.run.device_started(device_id)
+            except Exception as exc:
+                self._device_failed(device_id, exc)
+                break
+        return self
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """End the run now; True once every file is final (within ``timeout``,
+        default: a minute per device to drain and finalize)."""
+        if timeout is None:
+            timeout = STOP_TIMEOUT_S * (len(self.devices) + 1)
+        if self._state in ("new", "open"):
+            self._state = "running"
+            self._finish()
+            return True
+        self._stop_request.set()
+        return self.wait(timeout)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the run to end by itself (or :meth:`stop`); False on timeout."""
+        return self._finished.wait(timeout)
+
+    def __enter__(self) -> ExperimentRun:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ callbacks
+    def _device_failed(
+        self, device_id: str, exc: BaseException, *, from_writer: bool = False
+    ) -> None:
+        """A device failed (any thread): record it once and end the run."""
+        with self._lock:
+            first = device_id not in self._failed
+            self._failed.add(device_id)
+        cam = self.devices.get(device_id)
+        writer_error = getattr(getattr(cam, "writer", None), "error", None)
+        # writer failures are recorded by RunManager.stop (raise_if_failed)
+        if first and not from_writer and exc is not writer_error:
+            text = str(exc)
+            prefix = f"{device_id}: "
+            self.run.errors.append(text if text.startswith(prefix) else prefix + text)
+        self._stop_request.set()
+
+    def _device_done(self, device_id: str) -> None:
+        if device_id == self.experiment.primary.id:
+            self._primary_done = True
+            self._stop_request.set()
+
+    # ------------------------------------------------------------ supervisor
+    def _supervise(self) -> None:
+        primary = self.experiment.primary
+        if isinstance(primary, EncoderSpec):
+            limit = self.duration_s
+        else:
+            limit = 2 * self.duration_s + STALL_GRACE_S
+        self._stop_request.wait(limit)
+        if not self._stop_request.is_set() and not isinstance(primary, EncoderSpec):
+            status = self.devices[primary.id].status()
+            self.run.errors.append(
+                f"{primary.id}: primary camera stalled ({status['frames']} frame(s) "
+                f"after {limit:.0f} s)"
+            )
+        self._finish()
+
+    def _finish(self) -> None:
+        primary = self.experiment.primary.id
+        # the primary first: its last frame is the end of the run
+        order = [primary] + [d for d in self.devices if d != primary]
+        for device_id in order:
+            device = self.devices.get(device_id)
+            if device is None:
+                continue
+            try:
+                device.stop()
+            except Exception as exc:
+                self.run.errors.append(f"{device_id}: {exc}")
+            if isinstance(device, Encoder):
+                self.run.device_stopped(device_id)
+                if device.error is not None and device_id not in self._failed:
+                    self.run.errors.append(f"{device_id}: {device.error}")
+        self.run.stop(raise_errors=False)
+        self._shutdown_devices()
+        self._state = "stopped"
+        self._finished.set()
+
+    def _shutdown_devices(self) -> None:
+        for cam in self._plan.cameras.values():
+            if isinstance(cam, MMCamera):
+                cam.shutdown()
+            else:
+                cam.source.close()
+        if self._plan.encoder is not None and self._plan.encoder.serial is not None:
+            with contextlib.suppress(Exception):
+                self._plan.encoder.serial.close()
+
+    # ------------------------------------------------------------ reporting
+    def status(self) -> dict[str, Any]:
+        """Live state for a GUI or CLI: per device frames, fps, lost, queue fill."""
+        elapsed = time.monotonic() - self._t0 if self._t0 is not None else 0.0
+        return {
+            "state": self._state,
+            "elapsed_s": round(elapsed, 3),
+            "duration_s": self.duration_s,
+            "primary": self.experiment.primary.id,
+            "devices": {k: d.status() for k, d in self.devices.items()},
+            "errors": list(self.run.errors),
+        }
+
+    def result(self) -> dict[str, Any]:
+        """The CLI's JSON object: ``ok``, ``files``, ``run_dir``, ``manifest``, ..."""
+        files: list[dict[str, Any]] = []
+        for device_id, device in self.devices.items():
+            writer = getattr(device, "writer", None)
+            if writer is not None:
+                for entry in describe_writer(writer):
+                    files.append({**entry, "device_id": device_id})
+            elif isinstance(device, Encoder) and device.csv_path is not None:
+                files.append(
+                    {
+                        "path": str(device.csv_path),
+                        "kind": "csv",
+                        "frames": device.samples,
+                        "sidecar": None,
+                        "device_id": device_id,
+                    }
+                )
+        return {
+            "ok": self._state == "stopped" and not self.run.errors,
+            "files": files,
+            "run_dir": str(self.run.run_dir),
+            "manifest": str(self.run.manifest_path),
+            "dataqueue": str(self.run.dataqueue_path),
+            "subject": self.subject,
+            "session": self.run.paths.session,
+            "task": self.task,
+            "duration_s": self.duration_s,
+            "devices": {k: d.status() for k, d in self.devices.items()},
+            "errors": list(self.run.errors),
+        }
+
+
+def _encoder_producer(encoder: Encoder) -> Producer:
+    spec = encoder.spec
+    if spec.type == "wheel":
+        rows = DataqueuePayloadSchema(
+            device_id=spec.id,
+            payload_format="scalar",
+            description="one row per wheel sample: payload = clicks since the "
+            "previous sample, device_ts = seconds since the encoder started",
+        )
+    else:
+        rows = DataqueuePayloadSchema(
+            device_id=spec.id,
+            payload_format="dict",
+            payload_fields={"distance": "float", "speed": "float", "device_us": "int"},
+            description="one row per treadmill sample, fanned out into distance, "
+            "speed and device_us columns; device_us is the firmware clock",
+        )
+    assert encoder.csv_path is not None
+
+    def calibration() -> dict[str, Any]:
+        return {
+            "samples": encoder.samples,
+            "cpr": spec.cpr,
+            "diameter_mm": spec.diameter_mm,
+            "sample_interval_ms": spec.sample_interval_ms,
+            "port": spec.port,
+            "development_mode": spec.development_mode,
+            "columns": encoder.columns,
+        }
+
+    return Producer(
+        device_id=spec.id,
+        device_type="encoder",
+        data_type=spec.type,
+        file_type="csv",
+        output_path=encoder.csv_path,
+        bids_type=spec.output.bids_type,
+        sampling_rate_hz=encoder.sampling_rate_hz,
+        clock_source="monotonic_s",
+        queue_rows=rows,
+        calibration=calibration,
+    )
