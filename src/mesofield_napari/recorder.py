@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from pymmcore_plus import CMMCorePlus
 
     from .acquire import Writer
+    from .live import LiveTraces
 
 WriterChoice = Literal["tiff", "mp4", "both"]
 WRITER_CHOICES: tuple[str, ...] = ("tiff", "mp4", "both")
@@ -209,6 +210,7 @@ class RecordingSession:
         self.mode: Literal["idle", "timelapse", "armed", "stopped"] = "idle"
         self.outcomes: list[RunOutcome] = []
         self.latest_frame: tuple[int, np.ndarray] | None = None
+        self.live_traces: LiveTraces | None = None  # live ROI traces (live/), optional
         self._lock = threading.RLock()
         self._active: _ActiveRun | None = None
         self._sequence: useq.MDASequence | None = None
@@ -388,6 +390,8 @@ class RecordingSession:
         if active is None:
             return
         self._engine_hook.close()
+        if (live := self.live_traces) is not None:  # rows/files before the run closes
+            live.finish(active.run)
         # closes every writer (finishing its sequence), then the run's own files
         manifest = active.run.stop(error=error, raise_errors=False)
         outcome = RunOutcome(
@@ -467,6 +471,8 @@ class RecordingSession:
         active.frames += 1
         active.arrivals.append(now)
         self.latest_frame = (active.frames, frame)
+        if (live := self.live_traces) is not None:  # a one-slot hand-off, no work
+            live.feed(active.run, active.frames, frame, meta)
         duration = self.settings.duration_s
         if (
             self.mode == "timelapse"
