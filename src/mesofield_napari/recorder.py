@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from pymmcore_plus import CMMCorePlus
 
     from .acquire import Writer
+    from .live import LiveTraces
 
 WriterChoice = Literal["tiff", "mp4", "both"]
 WRITER_CHOICES: tuple[str, ...] = ("tiff", "mp4", "both")
@@ -218,6 +219,7 @@ class RecordingSession:
         self.outcomes: list[RunOutcome] = []
         self.latest_frame: tuple[int, np.ndarray] | None = None
         self.last_error: BaseException | None = None  # what our MDA thread raised
+        self.live_traces: LiveTraces | None = None  # live ROI traces (live/), optional
         self._lock = threading.RLock()
         self._active: _ActiveRun | None = None
         self._sequence: useq.MDASequence | None = None
@@ -441,6 +443,8 @@ class RecordingSession:
                 stopped_on_purpose=active.cancelled or error is not None,
             )
         )
+        if (live := self.live_traces) is not None:  # rows/files before the run closes
+            live.finish(active.run)
         # closes every writer (finishing its sequence), then the run's own files
         manifest = active.run.stop(error=error, raise_errors=False)
         outcome = RunOutcome(
@@ -536,6 +540,8 @@ class RecordingSession:
         active.frames += 1
         active.arrivals.append(now)
         self.latest_frame = (active.frames, frame)
+        if (live := self.live_traces) is not None:  # a one-slot hand-off, no work
+            live.feed(active.run, active.frames, frame, meta)
         duration = self.settings.duration_s
         if (
             self.mode == "timelapse"

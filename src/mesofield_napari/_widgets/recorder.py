@@ -49,6 +49,7 @@ from ._micromanager import (
     micromanager_available,
     open_main_window,
 )
+from .live_traces import LiveTracesPanel
 
 if TYPE_CHECKING:
     import napari
@@ -263,6 +264,10 @@ class RecorderWidget(QWidget):
         layout.addWidget(self.note_edit)
         layout.addWidget(self.note_button)
         layout.addWidget(self.notes_label)
+        self.live_traces_panel = LiveTracesPanel(  # live ROI traces (live_traces.py)
+            self.viewer, lambda: self.live_layer, self._frame_shape
+        )
+        layout.addWidget(self.live_traces_panel)
         layout.addStretch()
 
         for edit in (
@@ -448,12 +453,18 @@ class RecorderWidget(QWidget):
         self._validate()
 
     def _new_session(self, core: CMMCorePlus) -> RecordingSession:
-        return RecordingSession(
+        session = RecordingSession(
             core,
             self.current_settings(),
             on_run_finished=self._run_finished.emit,
             on_error=self._run_failed.emit,
         )
+        session.live_traces = self.live_traces_panel.model_for_run()
+        return session
+
+    def _frame_shape(self) -> tuple[int, int] | None:
+        core = self._core
+        return None if core is None else (core.getImageHeight(), core.getImageWidth())
 
     def _start_timelapse(self, core: CMMCorePlus) -> None:
         session = self._new_session(core)
@@ -575,6 +586,7 @@ class RecorderWidget(QWidget):
         self.status_label.setText(f"run could not start: {exc}")
 
     def _session_over(self) -> None:
+        self.live_traces_panel.session_over()
         self._live_timer.stop()
         self._suppress.close()
         self.live_layer = None
