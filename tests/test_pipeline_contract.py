@@ -337,3 +337,33 @@ def test_recorder_session_runs_load_in_datakit(tmp_path, core):
     assert list(dq).count("mesoscope") == 25
     ((_, manifest),) = list(iter_sessions(tmp_path))
     assert manifest.acquisition_complete
+
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "experiment"
+
+
+def test_example_experiment_from_the_command_line_loads_in_datakit(tmp_path):
+    """`record --experiment` on the shipped example: widefield + pupil + wheel."""
+    res = cli(
+        "record", "--experiment", EXAMPLE, "--duration", 1.5, "--out", tmp_path,
+        "--json",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    payload = json.loads(res.stdout)
+    assert payload["ok"] is True
+    by_id = {f["device_id"]: f for f in payload["files"]}
+    assert set(by_id) == {"mesoscope", "thorcam", "encoder"}
+    assert by_id["mesoscope"]["path"].endswith("_task-widefield_meso.ome.tiff")
+    assert by_id["thorcam"]["path"].endswith("_pupil.mp4")
+    assert by_id["encoder"]["path"].endswith("_wheel.csv")
+    frame, _ = materialize(tmp_path)
+    assert frame.index.tolist() == [("M042", "ses-01", "task-widefield")]
+    row = frame.iloc[0]
+    assert len(row[("meso_metadata", "ImageNumber")]) == by_id["mesoscope"]["frames"]
+    assert len(row[("pupil_metadata", "runner_time_ms")]) == by_id["thorcam"]["frames"]
+    assert row[("session_config", "genotype")] == "Thy1-GCaMP6s"
+    assert row[("session_config", "sex")] == "F"
+    # the wheel is aligned on the data queue (encoder rows + the thorcam origin)
+    wheel = row[("wheel", "meta")]
+    assert wheel["dataqueue_alignment"] == "direct"
+    assert wheel["dataqueue_anchors"] == len(row[("wheel", "click_delta")])

@@ -85,6 +85,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _finite_positive(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
 def _fps(text: str) -> float:
     value = _number(text)
     if value <= 0:
@@ -103,11 +110,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
-    rec = sub.add_parser("record", help="record a time-lapse headless")
-    rec.add_argument("--out", required=True, type=Path, help="output root folder")
-    rec.add_argument("--subject", default="sim", help="subject label (default: sim)")
-    rec.add_argument("--session", default="1", help="session (numbers pad to 01)")
-    rec.add_argument("--task", default="rec", help="task label (default: rec)")
+    rec = sub.add_parser(
+        "record",
+        help="record a time-lapse (or a whole experiment: --experiment) headless",
+    )
+    rec.add_argument(
+        "--out",
+        type=Path,
+        help="experiment folder: runs go to OUT/data/sub-<subject>/ses-<session>/ "
+        "(required without --experiment)",
+    )
+    rec.add_argument(
+        "--experiment",
+        type=Path,
+        metavar="TARGET",
+        help="mesofield experiment: a folder with hardware.yaml + experiment.json, a "
+        "hardware.yaml, or an experiment.json beside its hardware.yaml",
+    )
+    rec.add_argument(
+        "--duration",
+        type=_finite_positive,
+        metavar="S",
+        help="with --experiment: run length in seconds (default: the JSON's duration)",
+    )
+    rec.add_argument(
+        "--subject", help="subject label (default: sim; experiment: its first subject)"
+    )
+    rec.add_argument(
+        "--session", help="session (numbers pad to 01; default 1 or the subject's)"
+    )
+    rec.add_argument("--task", help="task label (default: rec or the subject's)")
     rec.add_argument("--experimenter", default="", help="stored in the configuration")
     rec.add_argument(
         "--note",
@@ -307,6 +339,51 @@ def _preflight(args: argparse.Namespace, core: Any, out: Path) -> None:
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
+    if args.experiment is not None:
+        return _cmd_record_experiment(args)
+    if args.duration is not None:
+        raise CLIError("--duration needs --experiment (use --frames for a time-lapse)")
+    if args.out is None:
+        raise CLIError("--out DIR is required (or --experiment TARGET)")
+    args.subject = args.subject or "sim"
+    args.session = args.session or "1"
+    args.task = args.task or "rec"
+    return _cmd_record_timelapse(args)
+
+
+def _cmd_record_experiment(args: argparse.Namespace) -> int:
+    """Several cameras and encoders from mesofield's hardware.yaml/experiment.json."""
+    from .cli_experiment import ExperimentError, record_experiment
+
+    if args.out is not None:
+        _prepare_out_dir(args.out)
+    try:
+        payload = record_experiment(
+            args.experiment,
+            subject=args.subject,
+            session=args.session,
+            task=args.task,
+            duration=args.duration,
+            out=args.out,
+        )
+    except ExperimentError as exc:
+        raise CLIError(str(exc)) from exc
+    if args.json:
+        print(json.dumps(payload, indent=2, default=str))
+    else:
+        run_dir = Path(payload["run_dir"])
+        print(f"run folder: {run_dir}")
+        for f in payload["files"]:
+            rel = os.path.relpath(f["path"], run_dir)
+            frames = f" {f['frames']} frames" if f.get("frames") is not None else ""
+            print(f"  {f.get('device_id', '')}: {rel}{frames}")
+        print(f"  manifest: {Path(payload['manifest']).name}")
+    for err in payload.get("errors", []):
+        print(f"mesofield-napari record: error: {err}", file=sys.stderr)
+    return 0 if payload["ok"] else EXIT_USAGE
+
+
+def _cmd_record_timelapse(args: argparse.Namespace) -> int:
     from .acquire import add_writers, record, timelapse
     from .data.manager import RunManager
 
