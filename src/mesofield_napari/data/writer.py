@@ -48,6 +48,7 @@ from .tiff_layout import TiffLayout, create_tiff, finish_exact, tail_bound
 
 if TYPE_CHECKING:
     import useq
+    from pymmcore_plus import CMMCorePlus
 
 logger = logging.getLogger(__name__)
 
@@ -103,21 +104,37 @@ class _OpenEnded:
 
 
 def endless_timelapse(
-    interval_s: float = 0.0, **event_fields: Any
+    interval_s: float = 0.0,
+    *,
+    core: CMMCorePlus | None = None,
+    chunk: int | None = None,
+    **event_fields: Any,
 ) -> Iterator[useq.MDAEvent]:
     """Time-lapse events ``t = 0, 1, 2, ...`` without end: record until Stop.
 
-    ``core.mda.run(endless_timelapse(), output=writer)`` (or inside
-    ``writer.attached(core)``) records until ``core.mda.cancel()``; the writer
-    grows its file and finishes it to exactly the frames acquired. ``interval_s``
-    spaces the frames (0: as fast as the camera runs); ``event_fields`` go into
-    every ``useq.MDAEvent`` (e.g. ``exposure``, ``channel``).
+    ``core.mda.run(endless_timelapse(core=core), output=writer)`` (or inside
+    ``writer.attached(core)``) records until ``core.mda.cancel()``; the writer sees a
+    sequence of unknown length, grows its file and finishes it to exactly the frames
+    acquired. ``interval_s`` spaces the frames (0: as fast as the camera runs);
+    ``event_fields`` go into every ``useq.MDAEvent`` (e.g. ``exposure``).
+
+    pymmcore-plus runs an *iterator* of events as given, one snap per frame. Pass
+    ``core`` to hardware-sequence them ``chunk`` frames at a time (the engine's own
+    merging would wait for the end of an endless stream): see ``sequencing.py``.
     """
     import useq
 
-    for t in itertools.count():
-        start = t * interval_s if interval_s else None
-        yield useq.MDAEvent(index={"t": t}, min_start_time=start, **event_fields)
+    def events() -> Iterator[useq.MDAEvent]:
+        for t in itertools.count():
+            start = t * interval_s if interval_s else None
+            yield useq.MDAEvent(index={"t": t}, min_start_time=start, **event_fields)
+
+    engine = getattr(getattr(core, "mda", None), "engine", None)
+    if core is None or not getattr(engine, "use_hardware_sequencing", False):
+        return events()
+    from ..sequencing import iter_chunked_sequences
+
+    return iter_chunked_sequences(core, events(), chunk)
 
 
 class CustomWriter(QueuedWriterMixin, OMETiffWriter):
