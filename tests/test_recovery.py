@@ -288,8 +288,10 @@ def test_sigkill_mid_recording_then_recover(tmp_path: Path) -> None:
     camera = SimulatedMesoscopeCamera((64, 64), 0, 12)  # same scene (seed 0)
     with tifffile.TiffFile(path) as tif:
         assert tif.is_bigtiff
-        assert tif.series[0].shape == (2000, 64, 64)  # preallocated
+        assert tif.series[0].shape == (n, 64, 64)  # exact, no longer the plan's 2000
         data = tif.series[0].asarray()
+    assert tifffile.memmap(path).shape == (n, 64, 64)
+    assert path.stat().st_size <= n * 64 * 64 * 2 + 8192 + 256 * n
     for entry in entries:
         np.testing.assert_array_equal(
             data[entry["mda_event"]["t"]], camera.frame(sim_index(entry))
@@ -414,7 +416,7 @@ def test_disk_full_mid_run_keeps_what_was_written(tmp_path: Path) -> None:
     with tifffile.TiffFile(path) as tif:
         assert tif.is_bigtiff
         data = tif.series[0].asarray()
-    assert data.shape == (loops, side, side)
+    assert data.shape == (n, side, side)  # exactly the frames written
     for entry in entries:
         np.testing.assert_array_equal(
             data[entry["mda_event"]["t"]], camera.frame(sim_index(entry))
