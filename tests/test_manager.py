@@ -693,3 +693,13 @@ def test_notes_and_journal_survive_sigkill(tmp_path):
     written = tifffile.imread(data, key=range(frames))
     assert written.shape == (frames, 32, 32)
     assert written.any(axis=(1, 2)).all()
+    # ... and recover completes the run's manifest with what was recovered
+    assert report.manifest == manifest_path
+    after = load_json(manifest_path)
+    assert after["acquisition_complete"] is True  # mesokit's find_files now sees it
+    assert after["ended_at"] is not None
+    (meso,) = [p for p in after["producers"] if p["device_id"] == "meso"]
+    assert meso["calibration"]["frames"] == frames
+    assert any("ended without finishing" in e for e in ours(after)["errors"])
+    assert ours(after)["recovered"][meso["output_path"]]["frames"] == frames
+    assert tifffile.memmap(data).shape == (frames, 32, 32)  # the exact file

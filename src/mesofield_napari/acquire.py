@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -194,21 +196,30 @@ def min_frames_written(writers: list[Writer]) -> int:
 
 
 def record(
-    core: CMMCorePlus, writers: list[Writer], sequence: useq.MDASequence
+    core: CMMCorePlus,
+    writers: list[Writer],
+    sequence: useq.MDASequence | Iterable[useq.MDAEvent],
+    *,
+    join_timeout_s: float = 120.0,
 ) -> RecordResult:
     """Run ``sequence`` on ``core`` with ``writers`` attached straight to its signals.
 
+    ``sequence`` is a sized sequence, or an endless iterator of events
+    (``data.writer.endless_timelapse(core=core)``) that records until Stop: Ctrl-C
+    (``KeyboardInterrupt``) in the calling thread cancels the acquisition cleanly in
+    both cases — the MDA runs on its own thread, so the caller stays responsive.
     A failing writer cancels the acquisition (so nobody records for an hour into a
     broken file); every writer is finalized whatever happens. A camera that fails or
     delivers fewer frames than planned, or a buffer overflow (camera faster than the
     disk), is not raised: it is one line in ``result.camera_errors`` (also in
     ``errors``), and what was written is kept.
     """
-    planned = sequence.sizes.get("t", 1) or 1
+    sized = isinstance(sequence, useq.MDASequence)
+    planned = (sequence.sizes.get("t", 1) or 1) if sized else 0  # 0: until Stop
     result = RecordResult(frames_requested=planned)
     cancelled = False
 
-    def cancel(exc: BaseException) -> None:
+    def cancel(exc: BaseException | None = None) -> None:
         nonlocal cancelled
         cancelled = True
         core.mda.cancel()
@@ -216,18 +227,25 @@ def record(
     for w in writers:
         w.on_error = cancel
     watch = RunWatch(core, planned)
-    error: Exception | None = None
+    failure: list[Exception] = []
+
+    def acquire() -> None:
+        try:
+            core.mda.run(sequence)
+        except Exception as exc:  # the camera/engine failed: keep what we have
+            failure.append(exc)
+
     t0 = time.perf_counter()
     try:
         with contextlib.ExitStack() as stack:
             stack.enter_context(watch)
             for w in writers:
                 stack.enter_context(w.attached(core))
-            stack.enter_context(chunked_sequencing(core))
-            try:
-                core.mda.run(sequence)
-            except Exception as exc:  # the camera/engine failed: keep what we have
-                error = exc
+            if sized:  # an endless iterator is chunked by endless_timelapse itself
+                stack.enter_context(chunked_sequencing(core))
+            thread = threading.Thread(target=acquire, name="record-mda", daemon=True)
+            thread.start()
+            _join_or_cancel(thread, cancel, join_timeout_s)
     finally:
         for w in writers:
             w.close()  # no-op unless the run was interrupted before it finished
@@ -245,10 +263,26 @@ def record(
         frame_bytes=frame_bytes,
         elapsed_s=result.elapsed_s,
         stopped_on_purpose=cancelled,
-        error=error,
+        error=failure[0] if failure else None,
     )
     result.errors.extend(result.camera_errors)
     return result
+
+
+def _join_or_cancel(
+    thread: threading.Thread, cancel: Callable[[], None], timeout_s: float
+) -> None:
+    """Wait for the acquisition; Ctrl-C cancels it, then waits a bounded time."""
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+    except KeyboardInterrupt:
+        cancel()
+        thread.join(timeout_s)
+        if thread.is_alive():  # pragma: no cover - a wedged camera driver
+            raise RecordingError(
+                f"the acquisition did not stop within {timeout_s:.0f} s of Stop"
+            ) from None
 
 
 def _frame_bytes(core: CMMCorePlus) -> int:

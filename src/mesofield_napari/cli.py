@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -64,6 +65,18 @@ def _positive_int(text: str) -> int:
         ) from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number, got {text!r}"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
     return value
 
 
@@ -148,7 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TEXT",
         help="add a note (repeatable)",
     )
-    rec.add_argument("--frames", type=_positive_int, default=100)
+    rec.add_argument(
+        "--frames",
+        type=_non_negative_int,
+        default=100,
+        help="time-lapse length (default 100); 0 records until Stop: Ctrl-C or "
+        "SIGTERM ends the run cleanly and the files hold exactly what was recorded",
+    )
     rec.add_argument("--writer", choices=("tiff", "mp4", "both"), default="tiff")
     rec.add_argument(
         "--size",
@@ -273,6 +292,17 @@ class _ConsoleFilter(logging.Filter):
         )
 
 
+def _quiet_pymmcore() -> None:
+    """Raise pymmcore-plus's coloured console handler to CRITICAL (its records still
+    reach our one-line handler, filtered). It exists only once pymmcore-plus is
+    imported, so this runs again after the core is made."""
+    for h in logging.getLogger("pymmcore-plus").handlers:
+        if isinstance(h, logging.StreamHandler) and not isinstance(
+            h, logging.FileHandler
+        ):
+            h.setLevel(logging.CRITICAL)
+
+
 def _configure_output() -> None:
     """Warnings and log records as single lines; library chatter below WARNING hidden.
 
@@ -284,11 +314,7 @@ def _configure_output() -> None:
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     handler.addFilter(_ConsoleFilter())
     logging.getLogger().addHandler(handler)
-    for h in logging.getLogger("pymmcore-plus").handlers:
-        if isinstance(h, logging.StreamHandler) and not isinstance(
-            h, logging.FileHandler
-        ):
-            h.setLevel(logging.CRITICAL)
+    _quiet_pymmcore()
 
     def one_line(
         message: Warning | str, category: type[Warning], *_: Any, **__: Any
@@ -315,11 +341,13 @@ def _make_core(args: argparse.Namespace) -> Any:
     from .acquire import make_core
 
     try:
-        return make_core(args.config, size=args.size, exposure_ms=args.exposure)
+        core = make_core(args.config, size=args.size, exposure_ms=args.exposure)
     except FileNotFoundError as exc:
         raise CLIError(str(exc)) from exc
     except Exception as exc:
         raise CLIError(f"cannot load {args.config}: {exc}") from exc
+    _quiet_pymmcore()  # its console handler exists now
+    return core
 
 
 def _preflight(args: argparse.Namespace, core: Any, out: Path) -> None:
@@ -336,6 +364,11 @@ def _preflight(args: argparse.Namespace, core: Any, out: Path) -> None:
         why := rate_warning(frame_bytes, args.exposure, args.interval, out)
     ):
         print(f"warning: {why}", file=sys.stderr)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM ends an until-Stop run like Ctrl-C: cancel, finalize, report."""
+    raise KeyboardInterrupt
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
@@ -404,7 +437,14 @@ def _cmd_record_timelapse(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from exc
     core = _make_core(args)
     _preflight(args, core, out)  # before any file or event is made
-    sequence = timelapse(args.frames, args.interval)
+    if args.frames:
+        sequence: Any = timelapse(args.frames, args.interval)
+    else:  # until Stop: Ctrl-C / SIGTERM (as a KeyboardInterrupt) cancels cleanly
+        from .data.writer import endless_timelapse
+
+        sequence = endless_timelapse(args.interval, core=core)
+        signal.signal(signal.SIGTERM, _interrupt)
+        print("recording until Stop: press Ctrl-C to end the run", file=sys.stderr)
     try:
         run.start()
     except OSError as exc:
@@ -457,7 +497,9 @@ def _cmd_record_timelapse(args: argparse.Namespace) -> int:
             print(f"  {f['kind']:>4}: {rel}  {f['frames']} frames{extra}")
         print(f"  manifest: {run.manifest_path.name}")
         of = (
-            f" of {args.frames} planned" if result.frames_written != args.frames else ""
+            f" of {args.frames} planned"
+            if args.frames and result.frames_written != args.frames
+            else ""
         )
         print(
             f"recorded {result.frames_written} frames{of} in {result.elapsed_s:.1f} s"

@@ -181,18 +181,18 @@ class RunWatch:
             return [self.overflow_message(written, frame_bytes, elapsed_s)]
         if error is not None:
             return [
-                f"the acquisition failed after {written} of {self.planned} frames "
+                f"the acquisition failed after {written}{self._of_planned} frames "
                 f"({type(error).__name__}: {error}); {written} frames written"
             ]
         reason = self.finish_reason()
         if reason == "errored":  # the runner raised; we may not have seen it
             return [
-                f"the acquisition ended with an error after {self.camera_frames} of "
-                f"{self.planned} frames; {written} frames written"
+                f"the acquisition ended with an error after {self.camera_frames}"
+                f"{self._of_planned} frames; {written} frames written"
             ]
         if stopped_on_purpose or reason == "canceled":
             return []
-        if self.camera_frames >= self.planned:
+        if self.camera_frames >= self.planned:  # always true until Stop (0)
             return []
         if self.thread_errors:
             return [
@@ -205,6 +205,11 @@ class RunWatch:
             f"({why}); {written} frames written"
         ]
 
+    @property
+    def _of_planned(self) -> str:
+        """' of N' for a planned run; nothing for one recording until Stop."""
+        return f" of {self.planned}" if self.planned else ""
+
     def overflow_message(self, written: int, frame_bytes: int, elapsed_s: float) -> str:
         """The disk could not keep up: say how fast each side went."""
         disk = written * frame_bytes / elapsed_s / 1e6 if elapsed_s > 0 else math.nan
@@ -214,7 +219,7 @@ class RunWatch:
         return (
             f"the camera was faster than the disk: the disk sustained {disk:.0f} MB/s, "
             f"the camera produced {camera}; its buffer overflowed and the run "
-            f"stopped after {written} of {self.planned} frames, {all_written}"
+            f"stopped after {written}{self._of_planned} frames, {all_written}"
         )
 
 

@@ -122,6 +122,12 @@ class QueuedWriterMixin:
 
     # ------------------------------------------------------------ MDA callbacks
     def sequenceStarted(self, seq: useq.MDASequence, meta: Any = _NULL) -> None:
+        if type(seq).__name__ == "GeneratorMDASequence":
+            import useq
+
+            # an endless run (until Stop): its ``sizes`` warns and is empty, so
+            # upstream's bookkeeping gets a plain empty sequence instead
+            seq = useq.MDASequence()
         super().sequenceStarted(seq, meta)  # type: ignore[misc]
         self._frames_by_position = {}
         self.started_at, self.stopped_at = utc_now_iso(), None
