@@ -86,6 +86,7 @@ def read_recordings(
     """
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     layers: list[LayerData] = []
+    skipped: list[str] = []
     first_error: Exception | None = None
     for p in map(Path, paths):
         try:
@@ -96,9 +97,11 @@ def read_recordings(
                 warnings.warn(f"skipped {p.name}: {exc}", RecordingWarning, 2)
             continue
         for rec in recs:
-            layers.extend(layer_data(rec))
+            layers.extend(_layers(rec, skipped))
     if not layers and first_error is not None:
         raise first_error
+    if not layers and skipped:  # napari would say "no data" without the reason
+        raise ValueError(skipped[0])
     return layers
 
 
@@ -108,6 +111,10 @@ def layer_data(rec: Recording) -> list[LayerData]:
     A position whose pixels cannot be read at all is skipped with a
     :class:`RecordingWarning`; one whose sample frames fail gets no contrast limits.
     """
+    return _layers(rec, [])
+
+
+def _layers(rec: Recording, skipped: list[str]) -> list[LayerData]:
     out: list[LayerData] = []
     for pos in rec.positions:
         data = rec.data_for(pos)
@@ -138,12 +145,9 @@ def layer_data(rec: Recording) -> list[LayerData]:
             limits = contrast_limits(data) if not rgb else None
         except Exception as exc:  # a corrupt file fails here first: anything
             if not _first_frame_readable(data):
-                warnings.warn(
-                    f"skipped {rec.files[pos].name}: cannot read its pixels "
-                    f"({_short(exc)})",
-                    RecordingWarning,
-                    stacklevel=2,
-                )
+                why = f"cannot read the pixels of {rec.files[pos]} ({_short(exc)})"
+                skipped.append(why)
+                warnings.warn(f"skipped: {why}", RecordingWarning, stacklevel=2)
                 continue
             warnings.warn(
                 f"{rec.files[pos].name}: no contrast limits, some frames cannot be "

@@ -204,7 +204,7 @@ def _iter_sidecar(path: Path) -> Iterator[tuple[str, Any, bool]]:
                 s.expect(":")
                 if s.skip_ws() == "[":
                     s.i += 1
-                    yield key, None, True  # an (empty) list starts: resets the key
+                    yield key, _START, True  # a list starts (a repeated key resets)
                     if s.skip_ws() == "]":
                         s.i += 1
                     else:
@@ -241,7 +241,7 @@ def scan_sidecar(path: str | Path) -> FrameIndex:
         if not is_list:
             lists.pop(key, None)  # a repeated key: the last value wins, as in json
             extra[key] = item
-        elif item is None:  # a list starts (a repeated key starts over)
+        elif item is _START:  # a list starts (a repeated key starts over)
             extra.pop(key, None)
             lists[key] = PositionIndex()
         else:
@@ -267,6 +267,7 @@ def _journal_lines(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 _BAD = object()
+_START = object()
 
 
 def scan_journal(path: str | Path) -> FrameIndex:

@@ -16,6 +16,7 @@ import os
 import re
 import uuid
 import warnings as _warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -296,9 +297,13 @@ def _open_tiff_zarr(path: Path, notes: list[str]) -> _Source:
     import tifffile
     import zarr
 
+    store = None
     try:
         store = tifffile.imread(path, aszarr=True)
-        arr = da.from_zarr(zarr.open(store, mode="r"))
+        z = zarr.open(store, mode="r")
+        # the store holds the file open: close it when the last array using it goes
+        weakref.finalize(z, store.close)
+        arr = da.from_zarr(z)
         if arr.ndim < 2 or 0 in arr.shape:
             raise ValueError(f"empty image of shape {arr.shape}")
         frame_shape = tuple(int(d) for d in arr.shape[-2:])
@@ -306,9 +311,11 @@ def _open_tiff_zarr(path: Path, notes: list[str]) -> _Source:
         if arr.ndim < 3:
             arr = arr[None]
         arr = arr.reshape((-1, *frame_shape))
-    except OSError:
-        raise
     except Exception as exc:  # zarr/dask/tifffile on a corrupt file: anything
+        if store is not None:
+            store.close()
+        if isinstance(exc, OSError):
+            raise
         raise ValueError(f"cannot read TIFF {path}: {_short(exc)}") from exc
     notes.append(f"{path.name} is not contiguous; read through zarr (slower)")
     return _Source(

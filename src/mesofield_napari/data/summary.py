@@ -44,16 +44,12 @@ def frame_entries(payload: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 def frame_times_s(entries: list[dict[str, Any]]) -> np.ndarray:
     """Frame clock in seconds from the first frame (runner_time_ms, else ElapsedTime-ms)."""
-    times = []
+    from .frameindex import PositionIndex
+
+    index = PositionIndex()
     for e in entries:
-        t = e.get("runner_time_ms")
-        if t is None:
-            t = (e.get("camera_metadata") or {}).get("ElapsedTime-ms")
-        try:
-            times.append(float(t))
-        except (TypeError, ValueError, OverflowError):
-            times.append(np.nan)
-    arr = np.asarray(times, dtype=float) / 1000.0
+        index.add(e)
+    arr = index.times_ms / 1000.0
     return arr - arr[0] if arr.size and np.isfinite(arr[0]) else arr
 
 
