@@ -18,6 +18,7 @@ from .data.recording import (
     DATA_EXTENSIONS,
     VIDEO_EXTENSIONS,
     Recording,
+    RecordingWarning,
     find_recording_paths,
     open_recording,
     open_run,
@@ -77,18 +78,43 @@ def get_reader(
 def read_recordings(
     path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
 ) -> list[LayerData]:
-    """One image layer per recording and position."""
+    """One image layer per recording and position.
+
+    A path that cannot be opened is skipped with a :class:`RecordingWarning` (as a
+    folder's bad files are by ``open_run``), so the others still load; when nothing
+    at all can be opened, the first error is raised.
+    """
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     layers: list[LayerData] = []
+    skipped: list[str] = []
+    first_error: Exception | None = None
     for p in map(Path, paths):
-        recs = open_run(p) if p.is_dir() else [open_recording(p)]
+        try:
+            recs = open_run(p) if p.is_dir() else [open_recording(p)]
+        except (OSError, ValueError) as exc:
+            first_error = first_error or exc
+            if len(paths) > 1:
+                warnings.warn(f"skipped {p.name}: {exc}", RecordingWarning, 2)
+            continue
         for rec in recs:
-            layers.extend(layer_data(rec))
+            layers.extend(_layers(rec, skipped))
+    if not layers and first_error is not None:
+        raise first_error
+    if not layers and skipped:  # napari would say "no data" without the reason
+        raise ValueError(skipped[0])
     return layers
 
 
 def layer_data(rec: Recording) -> list[LayerData]:
-    """Layer data tuples for every position of ``rec``."""
+    """Layer data tuples for every position of ``rec``.
+
+    A position whose pixels cannot be read at all is skipped with a
+    :class:`RecordingWarning`; one whose sample frames fail gets no contrast limits.
+    """
+    return _layers(rec, [])
+
+
+def _layers(rec: Recording, skipped: list[str]) -> list[LayerData]:
     out: list[LayerData] = []
     for pos in rec.positions:
         data = rec.data_for(pos)
@@ -115,10 +141,41 @@ def layer_data(rec: Recording) -> list[LayerData]:
             kwargs["scale"] = (1.0,) * (data.ndim - spatial - rgb) + (px, px)
         if not rgb:
             kwargs["axis_labels"] = ("t", "y", "x")[-data.ndim :]
-            if (limits := contrast_limits(data)) is not None:
-                kwargs["contrast_limits"] = limits
+        try:
+            limits = contrast_limits(data) if not rgb else None
+        except Exception as exc:  # a corrupt file fails here first: anything
+            if not _first_frame_readable(data):
+                why = f"cannot read the pixels of {rec.files[pos]} ({_short(exc)})"
+                skipped.append(why)
+                warnings.warn(f"skipped: {why}", RecordingWarning, stacklevel=2)
+                continue
+            warnings.warn(
+                f"{rec.files[pos].name}: no contrast limits, some frames cannot be "
+                f"read ({_short(exc)})",
+                RecordingWarning,
+                stacklevel=2,
+            )
+            limits = None
+        if limits is not None:
+            kwargs["contrast_limits"] = limits
         out.append((data, kwargs, "image"))
     return out
+
+
+def _first_frame_readable(data: Any) -> bool:
+    """napari shows frame 0 first: a layer whose frame 0 fails is useless."""
+    if not data.shape[0]:
+        return True
+    try:
+        np.asarray(data[0])
+    except Exception:
+        return False
+    return True
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 120 else text[:117] + "..."
 
 
 def contrast_limits(data: Any) -> tuple[float, float] | None:

@@ -617,6 +617,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             f"{rec['duration_s']:.2f} s  fps {rec['fps']}  dropped {rec['dropped_frames']}"
         )
         print(f"  sidecar: {rec['sidecar']}  complete: {rec['complete']}")
+        for problem in rec.get("problems", []):
+            print(f"  problem: {problem}")
     for note in summary.get("notes", []):
         print(f"  note: {note}")
     return 0

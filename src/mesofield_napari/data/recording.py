@@ -16,6 +16,7 @@ import os
 import re
 import uuid
 import warnings as _warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from .frameindex import (
+    FrameIndex,
+    NotAnObjectError,
+    PositionIndex,
+    load_entries,
+    scan_journal,
+    scan_sidecar,
+)
 from .journal import legacy_payload, read_journal
 from .paths import split_extension, with_name_suffix
 from .sidecar import JOURNAL_SUFFIX, SIDECAR_SUFFIX, journal_path, sidecar_path
@@ -33,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Recording",
     "RecordingWarning",
+    "load_index",
     "load_metadata",
     "open_recording",
     "open_run",
@@ -85,24 +95,51 @@ def load_metadata(data: Path) -> tuple[dict[str, Any], SidecarState, list[str]]:
     return {}, "missing", notes
 
 
+def load_index(data: Path) -> tuple[FrameIndex, SidecarState, list[str]]:
+    """Like :func:`load_metadata`, streaming: counts and clocks, no per-frame dicts.
+
+    Memory is ~16 bytes a frame however long the run (see ``frameindex``).
+    """
+    spath, jpath = sidecar_path(data), journal_path(data)
+    notes: list[str] = []
+    if spath.exists():
+        try:
+            return scan_sidecar(spath), "final", notes
+        except NotAnObjectError:
+            notes.append(f"sidecar {spath.name} does not hold a JSON object")
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            notes.append(f"sidecar {spath.name} is not valid JSON ({_short(exc)})")
+        except OSError as exc:
+            notes.append(f"cannot read sidecar {spath.name}: {exc.strerror or exc}")
+        if not jpath.exists():
+            empty = FrameIndex(spath, "none")
+            return empty, "corrupt", [*notes, "opened without frame metadata"]
+        notes.append(f"using the journal {jpath.name} instead")
+    if jpath.exists():
+        try:
+            index = scan_journal(jpath)
+        except (OSError, ValueError, RecursionError) as exc:
+            empty = FrameIndex(jpath, "none")
+            return empty, "corrupt", [*notes, f"unreadable journal: {_short(exc)}"]
+        if index.bad_lines:
+            notes.append(
+                f"ignored {index.bad_lines} unreadable line(s) in {jpath.name}"
+            )
+        return index, "journal", notes
+    return FrameIndex(spath, "none"), "missing", notes
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) < 120 else text[:117] + "..."
 
 
-def _entries_by_position(
-    payload: dict[str, Any], notes: list[str]
-) -> dict[str, list[dict[str, Any]]]:
-    from .summary import frame_entries
-
-    out = frame_entries(payload)
-    raw = payload.get("frame_metadatas")
-    raws = {"frame_metadatas": raw} if isinstance(raw, list) else payload
-    for key, entries in out.items():
-        bad = len(raws[key]) - len(entries)
-        if bad:
-            notes.append(f"ignored {bad} non-object frame entr(ies) under {key!r}")
-    return out
+def _skipped_entries(index: FrameIndex, notes: list[str]) -> None:
+    for key, pos in index.positions.items():
+        if pos.skipped:
+            notes.append(
+                f"ignored {pos.skipped} non-object frame entr(ies) under {key!r}"
+            )
 
 
 # ---------------------------------------------------------------- pixel sources
@@ -136,7 +173,9 @@ def _open_tiff(path: Path, notes: list[str]) -> _Source:
     try:
         with tifffile.TiffFile(path) as tf:
             page = tf.pages.first
-            shape, dtype = tuple(page.shape), np.dtype(page.dtype)
+            shape = tuple(int(d) for d in page.shape)  # odd types on bit flips
+            dtype = np.dtype(page.dtype)
+            compressed = page.compression != 1
             offsets, counts = page.dataoffsets, page.databytecounts
             contiguous = (
                 page.compression == 1
@@ -151,13 +190,13 @@ def _open_tiff(path: Path, notes: list[str]) -> _Source:
         raise
     except Exception as exc:  # tifffile raises struct.error, IndexError, ...
         raise ValueError(f"cannot read TIFF {path}: {_short(exc)}") from exc
-    frame_bytes = int(np.prod(shape)) * dtype.itemsize
+    size = path.stat().st_size
+    frame_bytes = _check_frame(path, shape, dtype, size, compressed)
     if contiguous and second is not None and second != offsets[0] + frame_bytes:
         contiguous = False
     if not contiguous:
         return _open_tiff_zarr(path, notes)
     offset = int(offsets[0])
-    size = path.stat().st_size
     in_file = max(0, (size - offset) // frame_bytes) if frame_bytes else 0
     frames = in_file if declared is None else min(declared, in_file)
     if declared is not None and in_file < declared:
@@ -182,6 +221,27 @@ def _open_tiff(path: Path, notes: list[str]) -> _Source:
         )
 
     return _Source(path, frames, shape, dtype, to_dask, memmap=memmap)
+
+
+def _check_frame(
+    path: Path, shape: tuple[int, ...], dtype: np.dtype, size: int, compressed: bool
+) -> int:
+    """Bytes of one frame, after checking the header's sizes against the file.
+
+    Bit flips in an IFD give absurd sizes (ImageWidth 2**31: a 1 TiB frame) or empty
+    ones; arrays built from them fail far from here (``MemoryError``,
+    ``ZeroDivisionError`` in dask), so they are refused first, naming the file. An
+    uncompressed frame cannot be larger than the file that holds it.
+    """
+    if not shape or any(int(d) <= 0 for d in shape) or dtype.itemsize == 0:
+        raise ValueError(f"corrupt TIFF {path}: frame shape {shape} {dtype}")
+    frame_bytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if not compressed and frame_bytes > size:
+        raise ValueError(
+            f"corrupt TIFF {path}: one {'x'.join(map(str, shape))} {dtype} frame "
+            f"({frame_bytes} bytes) is larger than the file ({size} bytes)"
+        )
+    return frame_bytes
 
 
 class _MemmapFrames:
@@ -237,15 +297,27 @@ def _open_tiff_zarr(path: Path, notes: list[str]) -> _Source:
     import tifffile
     import zarr
 
+    store = None
     try:
         store = tifffile.imread(path, aszarr=True)
-        arr = da.from_zarr(zarr.open(store, mode="r"))
-    except Exception as exc:
+        z = zarr.open(store, mode="r")
+        # the store holds the file open: close it when the last array using it goes
+        weakref.finalize(z, store.close)
+        arr = da.from_zarr(z)
+        if arr.ndim < 2 or 0 in arr.shape:
+            raise ValueError(f"empty image of shape {arr.shape}")
+        frame_shape = tuple(int(d) for d in arr.shape[-2:])
+        _check_frame(path, frame_shape, np.dtype(arr.dtype), 1 << 62, compressed=True)
+        if arr.ndim < 3:
+            arr = arr[None]
+        arr = arr.reshape((-1, *frame_shape))
+    except Exception as exc:  # zarr/dask/tifffile on a corrupt file: anything
+        if store is not None:
+            store.close()
+        if isinstance(exc, OSError):
+            raise
         raise ValueError(f"cannot read TIFF {path}: {_short(exc)}") from exc
     notes.append(f"{path.name} is not contiguous; read through zarr (slower)")
-    if arr.ndim < 3:
-        arr = arr[None]
-    arr = arr.reshape((-1, *arr.shape[-2:]))
     return _Source(
         path, int(arr.shape[0]), tuple(arr.shape[1:]), arr.dtype, lambda n: arr[:n]
     )
@@ -343,24 +415,38 @@ def _open_source(path: Path, notes: list[str]) -> _Source:
 
 
 # ---------------------------------------------------------------- Recording
-@dataclass
+@dataclass(repr=False)
 class Recording:
     """One recording (one sidecar): its positions, lazy pixels and frame metadata.
 
     ``path`` is the data file the sidecar is named after (for a multi-position run,
-    the base name; each position's file is in ``files``).
+    the base name; each position's file is in ``files``). Per-frame metadata is kept
+    as counts and clocks (``index``); whole frame dicts are read on demand by
+    :meth:`metadata_for`, so opening a long run costs ~16 bytes a frame.
     """
 
     path: Path
     kind: Literal["tiff", "video"]
     sidecar_state: SidecarState
     files: dict[str, Path]
-    entries: dict[str, list[dict[str, Any]]]
-    payload: dict[str, Any] = field(repr=False, default_factory=dict)
+    index: FrameIndex
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    _sources: dict[str, _Source] = field(repr=False, default_factory=dict)
-    _frames: dict[str, int] = field(repr=False, default_factory=dict)
+    _sources: dict[str, _Source] = field(default_factory=dict)
+    _frames: dict[str, int] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (
+            f"Recording({os.fspath(self.path)!r}, kind={self.kind!r}, "
+            f"frames={self._frames!r}, sidecar={self.sidecar_state!r}"
+            + (f", warnings={len(self.warnings)}" if self.warnings else "")
+            + ")"
+        )
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """The sidecar's top-level values other than frame lists (fps, codec...)."""
+        return self.index.extra
 
     # -------------------------------------------------------- per position
     @property
@@ -395,14 +481,37 @@ class Recording:
         return np.asarray(arr.compute(scheduler="synchronous"))
 
     def metadata_for(self, position: str | None = None) -> list[dict[str, Any]]:
+        """The frame dicts of the frames written, read from the sidecar/journal now.
+
+        Costs memory per frame: what only needs times or counts should use
+        :meth:`timestamps_for` / :meth:`frames_for`.
+        """
         key = self._key(position)
-        return self.entries.get(key, [])[: self._frames[key]]
+        return load_entries(self.index, key, self._frames[key])
 
     def timestamps_for(self, position: str | None = None) -> np.ndarray:
         """Seconds from the first frame (runner_time_ms, else ElapsedTime-ms)."""
-        from .summary import frame_times_s
+        pos = self._position_index(position)
+        if pos is None:
+            return np.zeros(0, dtype=float)
+        t = pos.times_ms[: self.frames_for(position)] / 1000.0
+        return t - t[0] if t.size and np.isfinite(t[0]) else t
 
-        return frame_times_s(self.metadata_for(position))
+    def image_numbers_for(self, position: str | None = None) -> np.ndarray:
+        """The camera's ImageNumber per frame written (``NO_NUMBER`` where none)."""
+        pos = self._position_index(position)
+        if pos is None:
+            return np.zeros(0, dtype=np.int64)
+        return pos.image_numbers[: self.frames_for(position)]
+
+    def _position_index(self, position: str | None) -> PositionIndex | None:
+        return self.index.positions.get(self._key(position))
+
+    def _first_entry(self) -> dict[str, Any]:
+        pos = self._position_index(None)
+        if pos is None or not self.frames or pos.first is None:
+            return {}
+        return pos.first
 
     def _key(self, position: str | None) -> str:
         if position is None:
@@ -443,23 +552,23 @@ class Recording:
         t = self.timestamps_s
         if t.size > 1 and np.isfinite(t[-1]) and t[-1] > 0:
             return float((t.size - 1) / t[-1])
-        for value in (self.payload.get("fps"), self._sources[self.positions[0]].fps):
+        for value in (self.extra.get("fps"), self._sources[self.positions[0]].fps):
             if isinstance(value, (int, float)) and np.isfinite(value) and value > 0:
                 return float(value)
         return None
 
     @property
     def dropped_frames(self) -> int:
-        from .summary import dropped_frames
+        from .summary import count_dropped
 
-        return dropped_frames(self.metadata, self.timestamps_s)
+        return count_dropped(self.image_numbers_for(), self.timestamps_s)
 
     @property
     def codec(self) -> str | None:
-        first = self.metadata[0] if self.metadata else {}
+        """The codec the writer recorded (sidecar), else what the file says."""
         for value in (
-            self.payload.get("codec"),
-            first.get("video_codec"),
+            self.extra.get("codec"),
+            self._first_entry().get("video_codec"),
             self._sources[self.positions[0]].codec,
         ):
             if isinstance(value, str) and value:
@@ -468,10 +577,9 @@ class Recording:
 
     @property
     def pixel_size_um(self) -> float | None:
-        for entry in self.metadata[:1]:
-            value = entry.get("pixel_size_um")
-            if isinstance(value, (int, float)) and np.isfinite(value) and value > 0:
-                return float(value)
+        value = self._first_entry().get("pixel_size_um")
+        if isinstance(value, (int, float)) and np.isfinite(value) and value > 0:
+            return float(value)
         return None
 
     def position_name(self, position: str | None = None) -> str:
@@ -504,18 +612,46 @@ def _data_path(path: Path) -> Path:
     return path
 
 
-def _run_notes(data: Path) -> list[str]:
+NOTES_SUFFIX = "_notes.txt"
+
+
+def run_notes_files(data: Path) -> list[Path]:
+    """The notes file(s) of ``data``'s own run, never those of other runs.
+
+    A run's files share the prefix ``<stamp>_sub-X_ses-Y_task-Z``: the notes are
+    ``<prefix>_notes.txt`` in the session folder, the data ``func/<prefix>_<camera>``.
+    A session folder holds every run of that session, so matching ``*_notes.txt``
+    alone would show each recording the notes of all runs.
+    """
     folder = data.parent
     if folder.name not in ("func", "beh"):
         return []
+    name, best = data.name, []
+    for p in folder.parent.glob(f"*{NOTES_SUFFIX}"):
+        prefix = p.name[: -len(NOTES_SUFFIX)]
+        if prefix and name.startswith(prefix + "_"):
+            best.append(p)
+    if not best:
+        return []
+    longest = max(len(p.name) for p in best)  # the most specific prefix wins
+    return sorted(p for p in best if len(p.name) == longest)
+
+
+def read_notes(paths: list[Path]) -> list[str]:
+    """Non-blank lines of notes files (undecodable bytes replaced, unreadable skipped)."""
     lines: list[str] = []
-    for p in sorted(folder.parent.glob("*_notes.txt")):
+    for p in paths:
         try:
             text = p.read_text(encoding="utf-8", errors="replace")
         except OSError:
             continue
         lines.extend(line for line in text.splitlines() if line.strip())
     return lines
+
+
+def run_notes(data: Path) -> list[str]:
+    """The notes of the run ``data`` belongs to."""
+    return read_notes(run_notes_files(data))
 
 
 def open_recording(path: str | os.PathLike[str]) -> Recording:
@@ -544,10 +680,11 @@ def open_recording(path: str | os.PathLike[str]) -> Recording:
 
 def _build(data: Path, only: str | None) -> Recording:
     notes: list[str] = []
-    payload, state, meta_notes = load_metadata(data)
+    index, state, meta_notes = load_index(data)
     notes.extend(meta_notes)
-    entries = _entries_by_position(payload, notes)
-    files = _position_files(data, list(entries), notes)
+    _skipped_entries(index, notes)
+    counts = index.counts
+    files = _position_files(data, list(counts), notes)
     if only is not None:
         files = {only: files[only]} if only in files else {}
     if not files:
@@ -555,7 +692,7 @@ def _build(data: Path, only: str | None) -> Recording:
     sources = {key: _open_source(p, notes) for key, p in files.items()}
     frames: dict[str, int] = {}
     for key, src in sources.items():
-        written = len(entries[key]) if key in entries else None
+        written = counts.get(key)
         if written is None:
             frames[key] = src.frames
         elif written > src.frames:
@@ -574,9 +711,8 @@ def _build(data: Path, only: str | None) -> Recording:
         kind=kind,
         sidecar_state=state,
         files=files,
-        entries=entries,
-        payload=payload,
-        notes=_run_notes(data),
+        index=index,
+        notes=run_notes(data),
         warnings=notes,
         _sources=sources,
         _frames=frames,
@@ -603,13 +739,30 @@ def _position_files(data: Path, keys: list[str], notes: list[str]) -> dict[str, 
     return {keys[0] if keys else "p0": data}
 
 
+PROCESSED_DIR = "processed"
+
+
+def is_processed(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies in a ``processed/`` folder below ``folder`` (exports)."""
+    try:
+        parts = path.relative_to(folder).parts[:-1]
+    except ValueError:
+        return False
+    return PROCESSED_DIR in parts
+
+
 def find_recording_paths(folder: str | os.PathLike[str]) -> list[Path]:
-    """Each recording in ``folder`` (recursively) once, by its base data path."""
+    """Each recording in ``folder`` (recursively) once, by its base data path.
+
+    ``processed/`` folders (batch-export outputs: traces, videos) are skipped: they
+    hold derived files, not recordings. Opening a ``processed`` folder itself still
+    finds what is in it.
+    """
     found: dict[Path, None] = {}
     folder = Path(folder)
     for p in sorted(folder.rglob("*")):
         name = p.name
-        if name.startswith(".") or not p.is_file():
+        if name.startswith(".") or is_processed(p, folder) or not p.is_file():
             continue
         if name.endswith((SIDECAR_SUFFIX, JOURNAL_SUFFIX)):
             found.setdefault(_data_path(p))

@@ -1,13 +1,16 @@
 """Summaries of recordings and run folders (``mesofield-napari inspect``).
 
-Frame counts come from the sidecar (or the journal of a crashed run), never from the
-preallocated data file, whose tail may be frames that were never written.
+Everything reported is what is on disk and readable, never the plan: a frame counts
+when the sidecar (or the journal of a crashed run) lists it AND the data file holds
+it (the preallocated tail of a TIFF was never written; a sidecar may list more frames
+than a truncated file holds), and an unreadable file holds none.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,6 @@ import numpy as np
 from .paths import split_extension
 from .sidecar import JOURNAL_SUFFIX, SIDECAR_SUFFIX
 
-DATA_EXTENSIONS = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf", ".mp4", ".avi")
 DROP_FACTOR = 1.5  # an interval this much above the median counts as dropped frames
 
 
@@ -42,31 +44,33 @@ def frame_entries(payload: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 def frame_times_s(entries: list[dict[str, Any]]) -> np.ndarray:
     """Frame clock in seconds from the first frame (runner_time_ms, else ElapsedTime-ms)."""
-    times = []
+    from .frameindex import PositionIndex
+
+    index = PositionIndex()
     for e in entries:
-        t = e.get("runner_time_ms")
-        if t is None:
-            t = (e.get("camera_metadata") or {}).get("ElapsedTime-ms")
-        try:
-            times.append(float(t))
-        except (TypeError, ValueError, OverflowError):
-            times.append(np.nan)
-    arr = np.asarray(times, dtype=float) / 1000.0
+        index.add(e)
+    arr = index.times_ms / 1000.0
     return arr - arr[0] if arr.size and np.isfinite(arr[0]) else arr
 
 
 def dropped_frames(entries: list[dict[str, Any]], times_s: np.ndarray) -> int:
     """Gaps in the camera's ImageNumber, or else intervals far above the median."""
-    numbers = []
+    from .frameindex import PositionIndex
+
+    index = PositionIndex()
     for e in entries:
-        n = (e.get("camera_metadata") or {}).get("ImageNumber")
-        try:
-            numbers.append(int(n))
-        except (TypeError, ValueError, OverflowError):
-            numbers = []
-            break
-    if len(numbers) > 1:
-        gaps = np.diff(np.asarray(numbers))
+        index.add(e)
+    return count_dropped(index.image_numbers, times_s)
+
+
+def count_dropped(numbers: np.ndarray, times_s: np.ndarray) -> int:
+    """:func:`dropped_frames` on arrays: ImageNumber per frame (``NO_NUMBER`` where a
+    frame has none, which disables that rule) and the frame clock in seconds."""
+    from .frameindex import NO_NUMBER
+
+    numbers = np.asarray(numbers, dtype=np.int64)
+    if numbers.size > 1 and not (numbers == NO_NUMBER).any():
+        gaps = np.diff(numbers)
         return int(np.sum(np.clip(gaps - 1, 0, None)))
     if times_s.size < 3:
         return 0
@@ -78,88 +82,132 @@ def dropped_frames(entries: list[dict[str, Any]], times_s: np.ndarray) -> int:
     return int(np.sum(np.maximum(np.round(dt[dt > DROP_FACTOR * med] / med) - 1, 1)))
 
 
-def _file_shape(data: Path) -> tuple[tuple[int, ...] | None, str | None, str | None]:
-    """(shape, dtype, codec) from the file's headers: O(1), however long the file.
-
-    Shares the reader's opening logic (first TIFF page only, or the video's header),
-    so a 100 GB recording is summarised without walking its pages.
-    """
-    from .recording import _open_source
-
-    if not data.exists():
-        return None, None, None
-    try:
-        source = _open_source(data, [])
-    except Exception:
-        return None, None, None
-    return (source.frames, *source.frame_shape), str(source.dtype), source.codec
-
-
 def summarize_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Frames, shape, dtype, duration, fps, dropped frames and sidecar state."""
-    data = Path(path)
-    name = data.name
-    for suffix in (JOURNAL_SUFFIX, SIDECAR_SUFFIX):
-        if name.endswith(suffix):
-            data = data.with_name(name[: -len(suffix)])
-    payload, state = load_frame_metadata(data)
-    per_position = frame_entries(payload)
-    shape, dtype, codec = _file_shape(data)
-    entries = next(iter(per_position.values()), [])
-    times = frame_times_s(entries)
+    """What is on disk and readable: frames, shape, dtype, timing, sidecar state.
+
+    ``frames`` counts the frames that the sidecar (or journal) lists AND that the data
+    file holds and can be read (0 for a file that cannot be opened); ``complete`` is
+    true only for a final sidecar whose every frame is in a readable file;
+    ``problems`` says why not (one sentence each).
+    """
+    from .recording import RecordingWarning, load_index, open_recording, run_notes
+
+    data = _data_path(Path(path))
+    problems: list[str] = []
+    rec = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RecordingWarning)
+        try:
+            rec = open_recording(data)
+        except (OSError, ValueError) as exc:
+            problems.append(str(exc))
+    if rec is None:
+        index, state, notes = load_index(data)
+        problems.extend(notes)
+        listed = index.counts
+        by_position = {k: 0 for k in listed}
+        shape = dtype = None
+        times = np.zeros(0)
+        dropped = 0
+        first = next(iter(index.positions.values()), None)
+        codec = index.extra.get("codec") or (
+            first.first.get("video_codec") if first and first.first else None
+        )
+        files_exist = data.exists()
+    else:
+        state, index = rec.sidecar_state, rec.index
+        problems.extend(rec.warnings)
+        listed = {k: n for k, n in index.counts.items() if k in rec.files}
+        if rec.path.name == data.name:  # the whole recording: every listed position
+            listed = index.counts
+        by_position = {k: rec.frames_for(k) for k in rec.positions}
+        shape, dtype = list(rec.shape), str(rec.dtype)
+        times, dropped, codec = rec.timestamps_s, rec.dropped_frames, rec.codec
+        files_exist = True
+        if rec.kind == "video":
+            problems.extend(_undecodable(rec))
+    if state == "journal":
+        problems.append(
+            "no final sidecar: the run did not finish "
+            "(`mesofield-napari recover` rebuilds it from the journal)"
+        )
+    elif state == "missing":
+        problems.append("no frame-metadata sidecar or journal")
+    short = {k: n for k, n in listed.items() if by_position.get(k, 0) < n}
     duration = float(times[-1]) if times.size and np.isfinite(times[-1]) else 0.0
-    frames = sum(len(v) for v in per_position.values())
-    if state == "missing" and shape:
-        frames = shape[0]
-    fps = (len(entries) - 1) / duration if duration > 0 else None
-    codec = (
-        codec
-        or payload.get("codec")
-        or (entries[0].get("video_codec") if entries else None)
-    )
+    fps = (times.size - 1) / duration if duration > 0 else None
     return {
         "path": str(data),
         "kind": "video"
         if split_extension(data)[1].lower() in (".mp4", ".avi")
         else "tiff",
-        "exists": data.exists(),
-        "frames": frames,
-        "frames_by_position": {k: len(v) for k, v in per_position.items()},
-        "shape": list(shape) if shape else None,
+        "exists": files_exist,
+        "frames": sum(by_position.values()),
+        "frames_listed": sum(listed.values()),
+        "frames_by_position": by_position,
+        "shape": shape,
         "dtype": dtype,
-        "codec": codec,
+        "codec": codec if isinstance(codec, str) and codec else None,
         "duration_s": round(duration, 6),
         "fps": round(fps, 3) if fps else None,
-        "dropped_frames": dropped_frames(entries, times),
+        "dropped_frames": dropped,
         "sidecar": state,
-        "complete": state == "final" and data.exists(),
+        "complete": state == "final"
+        and rec is not None
+        and not short
+        and not any(p.startswith("cannot decode") for p in problems),
+        "problems": problems,
+        "notes": run_notes(data) if rec is None else list(rec.notes),
     }
 
 
+def _undecodable(rec: Any) -> list[str]:
+    """A video that lists frames it cannot decode is not complete (checks the last)."""
+    out = []
+    for key in rec.positions:
+        n = rec.frames_for(key)
+        if n:
+            try:
+                rec.frame_block(n - 1, n, key)
+            except OSError as exc:
+                out.append(str(exc))
+    return out
+
+
+def _data_path(path: Path) -> Path:
+    name = path.name
+    for suffix in (JOURNAL_SUFFIX, SIDECAR_SUFFIX):
+        if name.endswith(suffix):
+            return path.with_name(name[: -len(suffix)])
+    return path
+
+
 def find_recordings(folder: Path) -> list[Path]:
-    found = []
-    for p in sorted(folder.rglob("*")):
-        n = p.name.lower()
-        if p.is_file() and n.endswith(DATA_EXTENSIONS) and not n.startswith("."):
-            found.append(p)
-    return found
+    """Recordings below ``folder`` (not in ``processed/``), as the reader finds them."""
+    from .recording import find_recording_paths
+
+    return find_recording_paths(folder)
 
 
 def summarize_run(folder: str | os.PathLike[str]) -> dict[str, Any]:
-    """A run folder: its recordings, notes and whether the manifest says complete."""
+    """A run folder: its recordings, notes and whether the manifest says complete.
+
+    ``notes`` are every notes file in the folder (a session folder may hold several
+    runs); each recording's own run's notes are in its ``notes``.
+    """
+    from .recording import read_notes
+
     folder = Path(folder)
     manifests = sorted(folder.glob("*_manifest.json"))
     manifest: dict[str, Any] = {}
     if manifests:
         try:
             manifest = json.loads(manifests[-1].read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, OSError):
+        except (ValueError, OSError):
             manifest = {"errors": [f"corrupt manifest {manifests[-1].name}"]}
-    notes: list[str] = []
-    for p in sorted(folder.glob("*_notes.txt")):
-        notes.extend(
-            line for line in p.read_text(encoding="utf-8").splitlines() if line
-        )
+        if not isinstance(manifest, dict):
+            manifest = {"errors": [f"corrupt manifest {manifests[-1].name}"]}
+    notes = read_notes(sorted(folder.glob("*_notes.txt")))
     recordings = [summarize_recording(p) for p in find_recordings(folder)]
     return {
         "run_dir": str(folder),
