@@ -42,6 +42,14 @@ def _icons_offline():
     api._session = original
 
 
+@pytest.fixture(autouse=True)
+def _signals_backend_as_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Importing mesofield (its datakit, in the pipeline-contract tests) runs
+    ``os.environ.setdefault("PYMM_SIGNALS_BACKEND", "psygnal")``, which would make
+    every later core psygnal-signalled — the GUI tests need Qt signals for real."""
+    monkeypatch.delenv("PYMM_SIGNALS_BACKEND", raising=False)
+
+
 @pytest.fixture
 def sim_core(monkeypatch: pytest.MonkeyPatch) -> Iterator[UniMMCore]:
     """A fresh ``UniMMCore`` with the simulated camera (48x64, no exposure wait).

@@ -169,7 +169,7 @@ def in_process(monkeypatch):
         (["--size", "3x"], "--size"),
         (["--size", "4x4"], "--size"),
         (["--size", "axb"], "--size"),
-        (["--frames", "0"], "--frames"),
+        (["--frames", "-1"], "--frames"),
         (["--frames", "ten"], "--frames"),
         (["--exposure", "-1"], "--exposure"),
         (["--session", "a/b"], "session"),
@@ -193,7 +193,7 @@ def test_bad_arguments_in_process(tmp_path, capsys, in_process, bad, word):
 
 @pytest.mark.parametrize(
     "bad",
-    [["--size", "3x"], ["--frames", "0"], ["--subject", "../x"], "unwritable-out"],
+    [["--size", "3x"], ["--frames", "-1"], ["--subject", "../x"], "unwritable-out"],
     ids=["size", "frames", "subject", "out"],
 )
 def test_bad_arguments_exit_2_with_one_line(tmp_path, bad):

@@ -378,9 +378,10 @@ def _cmd_record(args: argparse.Namespace) -> int:
         raise CLIError("--duration needs --experiment (use --frames for a time-lapse)")
     if args.out is None:
         raise CLIError("--out DIR is required (or --experiment TARGET)")
-    args.subject = args.subject or "sim"
-    args.session = args.session or "1"
-    args.task = args.task or "rec"
+    # given but empty is a mistake the run manager reports, not a default
+    args.subject = "sim" if args.subject is None else args.subject
+    args.session = "1" if args.session is None else args.session
+    args.task = "rec" if args.task is None else args.task
     return _cmd_record_timelapse(args)
 
 

@@ -8,7 +8,6 @@ than a truncated file holds), and an unreadable file holds none.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from pathlib import Path
@@ -190,31 +189,47 @@ def find_recordings(folder: Path) -> list[Path]:
 
 
 def summarize_run(folder: str | os.PathLike[str]) -> dict[str, Any]:
-    """A run folder: its recordings, notes and whether the manifest says complete.
+    """An experiment, session or run folder: its recordings, notes and whether every
+    run's manifest says the acquisition completed.
 
-    ``notes`` are every notes file in the folder (a session folder may hold several
-    runs); each recording's own run's notes are in its ``notes``.
+    Manifests are mesokit ``AcquisitionManifest``s (or the run manifests written
+    before them); ``processed/`` outputs are not recordings. ``notes`` are every notes
+    file found (a session folder may hold several runs); each recording's own run's
+    notes are in its ``notes``.
     """
     from .recording import read_notes
+    from .run_manifest import read_manifest_summary
 
     folder = Path(folder)
-    manifests = sorted(folder.glob("*_manifest.json"))
-    manifest: dict[str, Any] = {}
-    if manifests:
+    manifests = [
+        p
+        for p in sorted(folder.rglob("*_manifest.json"))
+        if not _in_processed(p, folder)
+    ]
+    complete = bool(manifests)
+    errors: list[str] = []
+    for path in manifests:
         try:
-            manifest = json.loads(manifests[-1].read_text(encoding="utf-8"))
-        except (ValueError, OSError):
-            manifest = {"errors": [f"corrupt manifest {manifests[-1].name}"]}
-        if not isinstance(manifest, dict):
-            manifest = {"errors": [f"corrupt manifest {manifests[-1].name}"]}
-    notes = read_notes(sorted(folder.glob("*_notes.txt")))
+            summary = read_manifest_summary(path)
+        except (ValueError, OSError) as exc:
+            complete = False
+            errors.append(f"corrupt manifest {path.name}: {str(exc).splitlines()[0]}")
+            continue
+        complete = complete and summary["complete"]
+        errors.extend(summary["errors"])
+    notes = read_notes(
+        [p for p in sorted(folder.rglob("*_notes.txt")) if not _in_processed(p, folder)]
+    )
     recordings = [summarize_recording(p) for p in find_recordings(folder)]
     return {
         "run_dir": str(folder),
-        "complete": bool(manifest.get("complete"))
-        and all(r["complete"] for r in recordings),
-        "errors": manifest.get("errors", []),
+        "complete": complete and all(r["complete"] for r in recordings),
+        "errors": errors,
         "notes": notes,
         "recordings": recordings,
         "frames": sum(r["frames"] for r in recordings),
     }
+
+
+def _in_processed(path: Path, root: Path) -> bool:
+    return "processed" in path.relative_to(root).parts[:-1]
