@@ -89,6 +89,7 @@ class ExperimentPanel(QWidget):
     """Load an experiment, Record / Stop the whole rig, watch every device."""
 
     finished = Signal(object)  # run.result() dict, on the GUI thread, layers reopened
+    failed = Signal(str)  # the run could not open its devices: nothing was recorded
     _run_done = Signal(object)  # (result | None, error | None) from the worker thread
 
     def __init__(
@@ -194,6 +195,8 @@ class ExperimentPanel(QWidget):
             QHeaderView.ResizeMode.ResizeToContents
         )
         self.table.setMinimumHeight(110)
+        self.table.setToolTip("★ the primary device: its length ends the run")
+        self.setMinimumWidth(440)
 
         self.status_label = QLabel("no experiment loaded")
         self.status_label.setWordWrap(True)
@@ -473,6 +476,7 @@ class ExperimentPanel(QWidget):
             self._show_error(error)
             self._fill_table(self._planned_rows())
             self._validate()
+            self.failed.emit(error)
             return
         assert result is not None
         self.last_result = result
@@ -501,7 +505,7 @@ class ExperimentPanel(QWidget):
         for r, row in enumerate(rows):
             cells = (
                 row["id"],
-                row["kind"],
+                _short_kind(row["kind"]),
                 row["state"],
                 str(row["frames"]),
                 f"{row['fps']:.1f}",
@@ -633,6 +637,17 @@ class ExperimentPanel(QWidget):
     def closeEvent(self, ev: Any) -> None:
         self.shutdown()
         super().closeEvent(ev)
+
+
+def _short_kind(kind: str) -> str:
+    """``'camera (micromanager) primary'`` -> ``'MM camera ★'`` (a narrow dock)."""
+    short = (
+        kind.replace("camera (micromanager)", "MM camera")
+        .replace("camera (opencv)", "OpenCV camera")
+        .replace("encoder (wheel)", "wheel")
+        .replace("encoder (treadmill)", "treadmill")
+    )
+    return short.replace(" primary", " ★")
 
 
 def _fixed_contrast(frame: np.ndarray) -> tuple[float, float]:
