@@ -80,6 +80,13 @@ def build_experiment_window(viewer: napari.Viewer) -> RecorderWidget:
     return recorder
 
 
+def side_by_side(viewer: napari.Viewer, enabled: bool = True) -> None:
+    """napari's grid mode (``viewer.canvas.grid`` since 0.6.3, ``viewer.grid`` before)."""
+    canvas = getattr(viewer, "canvas", None)
+    grid = getattr(canvas, "grid", None) if canvas is not None else None
+    (grid if grid is not None else viewer.grid).enabled = enabled
+
+
 def _screenshot_then_quit(
     viewer: napari.Viewer, opts: AppOptions, result: AppResult
 ) -> None:
@@ -124,7 +131,7 @@ def script_experiment(
     def finished(payload: dict[str, Any]) -> None:
         result.experiment = payload
         result.errors.extend(payload.get("errors") or [])
-        viewer.grid.enabled = len(viewer.layers) > 1  # every camera side by side
+        side_by_side(viewer, len(viewer.layers) > 1)  # every camera at once
         viewer.reset_view()
         _screenshot_then_quit(viewer, opts, result)
 

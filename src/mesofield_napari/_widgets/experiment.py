@@ -552,7 +552,7 @@ class ExperimentPanel(QWidget):
             if latest is None or latest[0] == self._shown.get(spec.id):
                 continue
             self._shown[spec.id] = latest[0]
-            self._show_frame(run, spec.id, spec.name, latest[1])
+            self._show_frame(spec.id, spec.name, latest[1])
             updated = True
         if not updated:
             return
@@ -562,9 +562,7 @@ class ExperimentPanel(QWidget):
             int(min(LIVE_MAX_INTERVAL_MS, max(LIVE_INTERVAL_MS, 4 * busy_ms)))
         )
 
-    def _show_frame(
-        self, run: ExperimentRun, device_id: str, name: str, frame: np.ndarray
-    ) -> None:
+    def _show_frame(self, device_id: str, name: str, frame: np.ndarray) -> None:
         rgb = frame.ndim == 3 and frame.shape[-1] in (3, 4)
         h, w = frame.shape[:2]
         step = max(1, math.ceil(max(h, w) / LIVE_MAX_SIDE))
@@ -578,7 +576,7 @@ class ExperimentPanel(QWidget):
                 kwargs["contrast_limits"] = _fixed_contrast(preview)
             self.live_layers[device_id] = self.viewer.add_image(
                 preview,
-                name=f"{run.run.paths.prefix}_{name} (live)",
+                name=f"{name} (live)",  # the reopened file becomes "{name} (tiff)"
                 scale=(step, step),
                 rgb=rgb,
                 metadata={"mesofield_live": True, "device_id": device_id},
