@@ -194,3 +194,25 @@ def test_closing_the_dock_mid_run_finalizes(make_napari_viewer, rig, tmp_path, q
     viewer.window.remove_dock_widget(dock)
     assert not panel.busy  # the dock's close waited (bounded) for the files
     _assert_finalized(out)
+
+
+def test_run_hands_newest_frames_and_device_rows_to_a_view(rig, tmp_path):
+    """The Qt-free side the panel reads: one-slot newest frames and table rows."""
+    from mesofield_napari.experiment import ExperimentRun, load_experiment
+
+    run = ExperimentRun(load_experiment(rig), duration=0.5, out=tmp_path / "exp")
+    assert run.latest_frame("mesoscope") is None
+    assert [r["state"] for r in run.device_rows()] == ["ready"] * 3
+    run.start()
+    assert run.wait(60.0)
+    count, frame = run.latest_frame("mesoscope")
+    assert count == 10 and frame.shape == (64, 96)  # 0.5 s x 20 fps, the last one
+    count, frame = run.latest_frame("thorcam")
+    assert count == 15 and frame.shape == (240, 320)
+    assert run.latest_frame("encoder") is None  # not a camera
+    rows = {r["id"]: r for r in run.device_rows()}
+    assert rows["mesoscope"]["kind"] == "camera (micromanager) primary"
+    assert rows["thorcam"]["kind"] == "camera (opencv)"
+    assert rows["encoder"]["kind"] == "encoder (wheel)"
+    assert (rows["mesoscope"]["frames"], rows["thorcam"]["frames"]) == (10, 15)
+    assert all(r["state"] == "done" and r["lost"] == 0 for r in rows.values())
