@@ -5,6 +5,11 @@ Micro-Manager configuration instead. The scripted mode (``--record-frames N --ou
 --screenshot FILE --quit``) records N frames through the recorder widget exactly as a
 user would, saves a screenshot of the window and exits: it is how the README's main
 job runs on a machine without a screen (under Xvfb) and in CI.
+
+``--experiment TARGET`` opens the recorder in its experiment mode instead (a whole rig
+from ``hardware.yaml`` + ``experiment.json``; every camera on its own core, so no
+napari-micromanager); with ``--quit`` it loads the target, presses Record, saves the
+screenshot once every camera's file is reopened, and exits (``make demo``).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ class AppOptions:
     session: str = "1"
     task: str = "rec"
     timeout_s: float = 600.0
+    experiment: Path | None = None  # a launch target: experiment mode
+    duration_s: float | None = None  # experiment mode: run length (default: JSON's)
 
 
 @dataclass
@@ -43,6 +50,7 @@ class AppResult:
     outcome: RunOutcome | None = None
     screenshot: Path | None = None
     errors: list[str] = field(default_factory=list)
+    experiment: dict[str, Any] | None = None  # ExperimentRun.result() (experiment)
 
 
 def build_window(
@@ -60,6 +68,98 @@ def build_window(
         recorder = RecorderWidget(viewer, core=core)
     viewer.window.add_dock_widget(recorder, name="Recorder", area="right")
     return recorder, main_window
+
+
+def build_experiment_window(viewer: napari.Viewer) -> RecorderWidget:
+    """Dock the recorder in its experiment mode (the rig brings its own cores)."""
+    from ._widgets.recorder import RecorderWidget
+
+    recorder = RecorderWidget(viewer)
+    recorder.set_mode("experiment")
+    viewer.window.add_dock_widget(recorder, name="Recorder", area="right")
+    return recorder
+
+
+def side_by_side(viewer: napari.Viewer, enabled: bool = True) -> None:
+    """napari's grid mode (``viewer.canvas.grid`` since 0.6.3, ``viewer.grid`` before)."""
+    canvas = getattr(viewer, "canvas", None)
+    grid = getattr(canvas, "grid", None) if canvas is not None else None
+    (grid if grid is not None else viewer.grid).enabled = enabled
+
+
+def _screenshot_then_quit(
+    viewer: napari.Viewer, opts: AppOptions, result: AppResult
+) -> None:
+    """Save the window (after the reopened layers drew), then close if asked."""
+    from qtpy.QtCore import QTimer
+
+    def take() -> None:
+        assert opts.screenshot is not None
+        opts.screenshot.parent.mkdir(parents=True, exist_ok=True)
+        viewer.screenshot(os.fspath(opts.screenshot), canvas_only=False, flash=False)
+        result.screenshot = opts.screenshot
+        if opts.quit:
+            QTimer.singleShot(0, viewer.close)
+
+    if opts.screenshot is not None:
+        QTimer.singleShot(500, take)
+    elif opts.quit:
+        QTimer.singleShot(0, viewer.close)
+
+
+def script_experiment(
+    viewer: napari.Viewer, recorder: RecorderWidget, opts: AppOptions, result: AppResult
+) -> None:
+    """Load the experiment into the panel; with ``quit``, press Record as a user would."""
+    from qtpy.QtCore import QTimer
+
+    panel = recorder.experiment_panel
+    assert panel is not None and opts.experiment is not None
+    panel.load(opts.experiment, output=os.fspath(opts.out) if opts.out else None)
+    if panel.experiment is not None:
+        if opts.subject:
+            panel.select_subject(opts.subject)
+        if opts.session:
+            panel.session_edit.setText(opts.session)
+        if opts.task:
+            panel.task_edit.setText(opts.task)
+        if opts.duration_s is not None:
+            panel.duration_spin.setValue(opts.duration_s)
+    if not opts.quit:
+        return  # the user presses Record
+
+    def finished(payload: dict[str, Any]) -> None:
+        result.experiment = payload
+        result.errors.extend(payload.get("errors") or [])
+        side_by_side(viewer, len(viewer.layers) > 1)  # every camera at once
+        viewer.reset_view()
+        _screenshot_then_quit(viewer, opts, result)
+
+    def start() -> None:
+        if problems := panel.problems():
+            result.errors.extend(problems)
+            viewer.close()
+            return
+        if not panel.record():
+            result.errors.append(panel.error_label.text() or "could not record")
+            viewer.close()
+
+    def failed(message: str) -> None:  # the devices could not open (one line)
+        result.errors.append(message)
+        viewer.close()
+
+    def give_up() -> None:
+        result.errors.append(f"no result after {opts.timeout_s:.0f} s")
+        recorder.shutdown()
+        viewer.close()
+
+    panel.finished.connect(finished)
+    panel.failed.connect(failed)
+    QTimer.singleShot(500, start)  # after the window is shown
+    timer = QTimer(recorder)
+    timer.setSingleShot(True)
+    timer.timeout.connect(give_up)
+    timer.start(int(opts.timeout_s * 1000))
 
 
 def script_recording(
@@ -137,6 +237,12 @@ def run_app(opts: AppOptions) -> AppResult:
     viewer = napari.Viewer(title="mesofield")
     viewer.window.resize(1500, 950)
     result = AppResult()
+    if opts.experiment is not None:
+        recorder = build_experiment_window(viewer)
+        script_experiment(viewer, recorder, opts, result)
+        napari.run()
+        recorder.shutdown()
+        return result
     try:
         # create the core after the QApplication (Qt signals); the app keeps a
         # configuration's own exposure

@@ -231,11 +231,29 @@ def build_parser() -> argparse.ArgumentParser:
     gui.add_argument(
         "--record-frames", type=_positive_int, help="record N frames via the widget"
     )
-    gui.add_argument("--out", type=Path, help="output root for --record-frames")
+    gui.add_argument(
+        "--experiment",
+        type=Path,
+        metavar="TARGET",
+        help="open the recorder's experiment mode on TARGET (folder, hardware.yaml "
+        "or experiment.json); with --quit, record it once and exit",
+    )
+    gui.add_argument(
+        "--duration",
+        type=_finite_positive,
+        metavar="S",
+        help="with --experiment: run length in seconds (default: the JSON's)",
+    )
+    gui.add_argument(
+        "--out",
+        type=Path,
+        help="output root for --record-frames; the experiment folder for "
+        "--experiment (default: its experiment_directory or its folder)",
+    )
     gui.add_argument("--writer", choices=("tiff", "mp4", "both"), default="tiff")
-    gui.add_argument("--subject", default="sim")
-    gui.add_argument("--session", default="1")
-    gui.add_argument("--task", default="rec")
+    gui.add_argument("--subject", help="default: sim (experiment: its first subject)")
+    gui.add_argument("--session", help="default: 1 (experiment: the subject's)")
+    gui.add_argument("--task", help="default: rec (experiment: the subject's)")
     gui.add_argument("--screenshot", type=Path, help="save a PNG of the window")
     gui.add_argument("--quit", action="store_true", help="exit when done")
     gui.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -527,11 +545,39 @@ def _cmd_recover(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- gui
+def _check_gui_experiment(args: argparse.Namespace) -> None:
+    """``gui --experiment``: the same one-line checks as ``record --experiment``,
+    before napari opens (an unusable target never gets as far as a window)."""
+    from .experiment import ExperimentError, load_experiment
+
+    if args.record_frames is not None:
+        raise CLIError("--experiment and --record-frames are two modes; give one")
+    if args.config is not None:
+        raise CLIError(
+            "--config is for the single-camera recorder; an experiment's cameras "
+            "come from its hardware.yaml"
+        )
+    try:
+        experiment = load_experiment(args.experiment)
+        if args.subject is not None:
+            experiment.subject(args.subject)
+    except ExperimentError as exc:
+        raise CLIError(str(exc)) from exc
+    if args.duration is None and experiment.duration_s is None:
+        raise CLIError(
+            f"{experiment.json_path}: no Configuration.duration; give --duration S"
+        )
+
+
 def _cmd_gui(args: argparse.Namespace) -> int:
+    if args.experiment is not None:
+        _check_gui_experiment(args)
+    elif args.duration is not None:
+        raise CLIError("--duration needs --experiment")
     if args.record_frames is not None and args.out is None:
         raise CLIError("--record-frames needs --out DIR")
-    if args.quit and args.record_frames is None:
-        raise CLIError("--quit only makes sense with --record-frames")
+    if args.quit and args.record_frames is None and args.experiment is None:
+        raise CLIError("--quit only makes sense with --record-frames or --experiment")
     if args.out is not None:
         _prepare_out_dir(args.out)
     if args.screenshot is not None and args.screenshot.suffix.lower() != ".png":
@@ -549,14 +595,18 @@ def _cmd_gui(args: argparse.Namespace) -> int:
         screenshot=args.screenshot,
         quit=args.quit,
         writers=args.writer,
-        subject=args.subject,
-        session=args.session,
-        task=args.task,
+        subject=args.subject or ("" if args.experiment else "sim"),
+        session=args.session or ("" if args.experiment else "1"),
+        task=args.task or ("" if args.experiment else "rec"),
+        experiment=args.experiment,
+        duration_s=args.duration,
     )
     try:
         result = run_app(opts)
     except RuntimeError as exc:
         raise CLIError(str(exc)) from exc
+    if args.experiment is not None:
+        return _report_gui_experiment(args, result) if args.quit else 0
     if args.record_frames is None:
         return 0
     outcome = result.outcome
@@ -578,6 +628,35 @@ def _cmd_gui(args: argparse.Namespace) -> int:
         if result.screenshot:
             print(f"screenshot: {result.screenshot}")
     for err in result.errors:
+        print(f"mesofield-napari gui: error: {err}", file=sys.stderr)
+    return 0 if payload["ok"] else EXIT_USAGE
+
+
+def _report_gui_experiment(args: argparse.Namespace, result: Any) -> int:
+    """Print what ``gui --experiment --quit`` recorded; 0 when the run is ok."""
+    run = result.experiment or {}
+    errors = list(dict.fromkeys(result.errors))
+    if not run:
+        errors = errors or ["the experiment did not run"]
+    payload = {
+        **run,
+        "ok": bool(run.get("ok")) and not errors,
+        "screenshot": str(result.screenshot) if result.screenshot else None,
+        "errors": errors,
+    }
+    if args.json:
+        print(json.dumps(payload, indent=2, default=str))
+    elif run:
+        run_dir = Path(run["run_dir"])
+        print(f"run folder: {run_dir}")
+        for f in run.get("files", []):
+            frames = f" {f['frames']} frames" if f.get("frames") is not None else ""
+            rel = os.path.relpath(f["path"], run_dir)
+            print(f"  {f.get('device_id', '')}: {rel}{frames}")
+        print("recorded the experiment through the recorder's experiment panel")
+        if result.screenshot:
+            print(f"screenshot: {result.screenshot}")
+    for err in errors:
         print(f"mesofield-napari gui: error: {err}", file=sys.stderr)
     return 0 if payload["ok"] else EXIT_USAGE
 

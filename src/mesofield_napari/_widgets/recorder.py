@@ -252,7 +252,23 @@ class RecorderWidget(QWidget):
         self.notes_label = QLabel()
         self.notes_label.setWordWrap(True)
 
-        layout = QVBoxLayout(self)
+        # the mode switch: today's single-camera recorder, or the experiment panel
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItem("single camera", "single")
+        self.mode_combo.addItem("experiment (hardware.yaml)", "experiment")
+        self.mode_combo.currentIndexChanged.connect(self._mode_chosen)
+        self.experiment_panel: Any = None  # created when first shown
+        outer = QVBoxLayout(self)
+        mode_row = QHBoxLayout()
+        mode_row.addWidget(QLabel("mode"))
+        mode_row.addWidget(self.mode_combo, 1)
+        outer.addLayout(mode_row)
+        self.single_panel = QWidget()
+        outer.addWidget(self.single_panel)
+        self._outer = outer
+
+        layout = QVBoxLayout(self.single_panel)
+        layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.core_label)
         layout.addWidget(self.open_mm_button)
         layout.addLayout(form)
@@ -283,6 +299,32 @@ class RecorderWidget(QWidget):
         self.codec_combo.currentTextChanged.connect(self._validate)
         self.fps_spin.valueChanged.connect(self._validate)
 
+    def _mode_chosen(self) -> None:
+        self.set_mode(str(self.mode_combo.currentData()))
+
+    def set_mode(self, mode: str) -> None:
+        """Show the single-camera recorder (``"single"``) or the experiment panel."""
+        if mode not in ("single", "experiment"):
+            raise ValueError(f"unknown recorder mode {mode!r}")
+        busy = (self.session is not None and self.session.recording) or (
+            self.experiment_panel is not None and self.experiment_panel.busy
+        )
+        current = "experiment" if self.single_panel.isHidden() else "single"
+        if busy and mode != current:  # never hide a running run's controls
+            self.mode_combo.setCurrentIndex(self.mode_combo.findData(current))
+            return
+        if mode == "experiment" and self.experiment_panel is None:
+            from .experiment import ExperimentPanel
+
+            self.experiment_panel = ExperimentPanel(self.viewer, self._settings)
+            self._outer.addWidget(self.experiment_panel)
+        self.single_panel.setVisible(mode == "single")
+        if self.experiment_panel is not None:
+            self.experiment_panel.setVisible(mode == "experiment")
+        if self.mode_combo.currentData() != mode:
+            self.mode_combo.setCurrentIndex(self.mode_combo.findData(mode))
+        self._settings.setValue("mode", mode)
+
     def _browse_root(self) -> None:
         folder = QFileDialog.getExistingDirectory(
             self, "Output folder", self.root_edit.text()
@@ -292,6 +334,8 @@ class RecorderWidget(QWidget):
 
     def _load_settings(self) -> None:
         s = self._settings
+        if s.value("mode", "single", type=str) == "experiment":
+            self.set_mode("experiment")
         self.root_edit.setText(str(s.value("output_root", "", type=str)))
         for key, edit in (
             ("subject", self.subject_edit),
@@ -501,6 +545,8 @@ class RecorderWidget(QWidget):
         session, self.session = self.session, None
         if session is not None:
             session.shutdown()
+        if self.experiment_panel is not None:
+            self.experiment_panel.shutdown()
         self._suppress.close()
         with contextlib.suppress(RuntimeError):  # Qt side already deleted at exit
             self._live_timer.stop()
@@ -652,7 +698,9 @@ class RecorderWidget(QWidget):
         if ev is not None and ev.type() == QEvent.Type.ParentChange:
             if self.parent() is None:
                 # napari removes a closed dock by re-parenting its widget to None
-                if self.session is not None:
+                if self.session is not None or (
+                    self.experiment_panel is not None and self.experiment_panel.busy
+                ):
                     self.shutdown()
             else:  # docked: the dock may reach napari's window only a bit later
                 QTimer.singleShot(0, self._watch_napari_window)

@@ -45,6 +45,7 @@ from ..devices.sim_behavior import SimulatedPupilSource
 from .config import CameraSpec, EncoderSpec, Experiment, ExperimentError
 
 if TYPE_CHECKING:
+    import numpy as np
     from pymmcore_plus import CMMCorePlus
 
     from ..data import CustomWriter, CV2Writer
@@ -63,6 +64,51 @@ class Device(Protocol):
     def stop(self, timeout: float = ...) -> None: ...
 
     def status(self) -> dict[str, Any]: ...
+
+
+# ---------------------------------------------------------------- live display
+class FrameTap:
+    """The newest frame of one camera, for a live display.
+
+    One slot and no copy: the acquisition thread only swaps a reference, so a
+    display never slows the cameras down and never holds more than one frame each.
+    A display that misses frames only misses *display* frames; the writer got them.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.latest: tuple[int, np.ndarray] | None = None
+
+    def feed(self, frame: np.ndarray) -> None:
+        self.count += 1
+        self.latest = (self.count, frame)
+
+
+class TappedSource:
+    """A direct-mode frame source that also hands each frame to a :class:`FrameTap`."""
+
+    def __init__(self, source: SimulatedPupilSource | OpenCVSource, tap: FrameTap):
+        self.inner = source
+        self.tap = tap
+
+    @property
+    def is_color(self) -> bool:
+        return self.inner.is_color
+
+    def open(self) -> tuple[int, int]:
+        return self.inner.open()
+
+    def read(self) -> np.ndarray | None:
+        frame = self.inner.read()
+        if frame is not None:
+            self.tap.feed(frame)
+        return frame
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def describe(self) -> str:
+        return self.inner.describe()
 
 
 # ---------------------------------------------------------------- Micro-Manager
@@ -126,6 +172,7 @@ class MMCamera:
         self._thread: threading.Thread | None = None
         self._t0: float | None = None
         self._t1: float | None = None
+        self.tap = FrameTap()
 
     @property
     def fps(self) -> float:
@@ -136,6 +183,9 @@ class MMCamera:
         self._t0 = time.perf_counter()
         self._started.set()
 
+    def _frame_ready(self, frame: np.ndarray, *args: Any) -> None:
+        self.tap.feed(frame)  # a reference swap on the MDA thread, nothing more
+
     def _writer_failed(self, exc: BaseException) -> None:
         self.core.mda.cancel()  # never record on into a broken file
         self._on_error(self.device_id, exc, from_writer=True)
@@ -144,6 +194,7 @@ class MMCamera:
         assert self.writer is not None
         self.writer.on_error = self._writer_failed
         connect_direct(self.core.mda.events.sequenceStarted, self._sequence_started)
+        connect_direct(self.core.mda.events.frameReady, self._frame_ready)
         self._thread = threading.Thread(
             target=self._run, name=f"mda-{self.device_id}", daemon=True
         )
@@ -181,6 +232,7 @@ class MMCamera:
                     f"{self.device_id}: acquisition did not stop within {timeout:.0f} s"
                 )
         disconnect_quietly(self.core.mda.events.sequenceStarted, self._sequence_started)
+        disconnect_quietly(self.core.mda.events.frameReady, self._frame_ready)
         if self.writer is not None:
             self.writer.close()  # no-op unless the sequence never finished
 
@@ -259,6 +311,7 @@ class ExperimentRun:
         )
         self.devices: dict[str, MMCamera | DirectCamera | Encoder] = {}
         self._plan = _Plan()
+        self._taps: dict[str, FrameTap] = {}  # direct-mode cameras' newest frames
         self._state = "new"  # new -> open -> running -> stopped
         self._lock = threading.Lock()
         self._stop_request = threading.Event()
@@ -280,6 +333,58 @@ class ExperimentRun:
     @property
     def state(self) -> str:
         return self._state
+
+    def latest_frame(self, device_id: str) -> tuple[int, np.ndarray] | None:
+        """``(count, frame)``: the camera's newest frame (None before the first).
+
+        For a live display: read it from any thread, at any rate; it costs the
+        camera nothing (see :class:`FrameTap`).
+        """
+        cam = self._plan.cameras.get(device_id)
+        if isinstance(cam, MMCamera):
+            return cam.tap.latest
+        tap = self._taps.get(device_id)
+        return tap.latest if tap is not None else None
+
+    def device_rows(self) -> list[dict[str, Any]]:
+        """One row per device for a status table: ``id, kind, state, frames, fps,
+        lost, queue_fill, error`` (every device of the experiment, before it opens too).
+        """
+        st = self.status()["devices"]
+        specs: list[CameraSpec | EncoderSpec] = list(self.experiment.cameras)
+        if self.experiment.encoder is not None:
+            specs.append(self.experiment.encoder)
+        rows = []
+        for spec in specs:
+            kind = (
+                f"encoder ({spec.type})"
+                if isinstance(spec, EncoderSpec)
+                else f"camera ({spec.backend})"
+            )
+            s = st.get(spec.id, {})
+            error = s.get("error")
+            if error or spec.id in self._failed:
+                state = "failed"
+            else:
+                state = {
+                    "new": "ready",
+                    "open": "ready",
+                    "running": "recording",
+                    "stopped": "done",
+                }[self._state]
+            rows.append(
+                {
+                    "id": spec.id,
+                    "kind": kind + (" primary" if spec.primary else ""),
+                    "state": state,
+                    "frames": int(s.get("frames", 0)),
+                    "fps": float(s.get("fps", 0.0)),
+                    "lost": int(s.get("lost", 0)),
+                    "queue_fill": float(s.get("queue_fill", 0.0)),
+                    "error": error,
+                }
+            )
+        return rows
 
     def frames_for(self, fps: float) -> int:
         return max(1, math.ceil(self.duration_s * fps - 1e-9))
@@ -322,9 +427,11 @@ class ExperimentRun:
                     source = OpenCVSource(
                         spec.device, width=spec.width, height=spec.height, fps=fps
                     )
+                tap = FrameTap()
+                self._taps[spec.id] = tap
                 direct = DirectCamera(
                     spec.id,
-                    source,
+                    TappedSource(source, tap),
                     fps,
                     max_frames=self.frames_for(fps),
                     on_error=self._device_failed,
