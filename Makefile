@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo-output
 
-.PHONY: demo record app test lint bench clean system-deps
+.PHONY: demo demo-single record app test lint bench clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,24 +22,34 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 system-deps:
 	bash scripts/install-system-deps.sh
 
+# a whole rig on simulated devices (widefield + pupil camera + wheel, one clock),
+# recorded through the recorder's experiment mode as a user pressing Record would
 demo: $(VENV)/.installed system-deps
+	scripts/with-display.sh $(BIN)/mesofield-napari gui --experiment examples/experiment \
+		--duration 3 --out $(DEMO_OUT) --screenshot $(DEMO_OUT)/experiment.png --quit
+
+# one camera through the single-camera recorder on napari-micromanager's core
+demo-single: $(VENV)/.installed system-deps
 	scripts/with-display.sh $(BIN)/mesofield-napari gui --record-frames 200 \
 		--out $(DEMO_OUT) --writer both --screenshot $(DEMO_OUT)/recorder.png --quit
 
-# the same run without napari (headless command line)
+# the same experiment without napari (headless command line)
 record: $(VENV)/.installed
-	$(BIN)/mesofield-napari record --out $(DEMO_OUT) --frames 200 --writer both
+	$(BIN)/mesofield-napari record --experiment examples/experiment --duration 3 \
+		--out $(DEMO_OUT)
 
 # the app for interactive use (simulated camera unless CONFIG=path/to/MMConfig.cfg)
 app: $(VENV)/.installed system-deps
 	$(BIN)/mesofield-napari gui $(if $(CONFIG),--config $(CONFIG))
 
 test: $(VENV)/.installed system-deps
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 bench: $(VENV)/.installed system-deps
 	$(BIN)/python benchmarks/bench_writers.py --markdown

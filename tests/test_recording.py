@@ -203,7 +203,7 @@ def test_journal_only_crashed_run(core: UniMMCore, tmp_path: Path) -> None:
     path = tmp_path / "crash.ome.tiff"
     _crashed_run(core, path, allocated=8, written=3)
     assert journal_path(path).exists() and not sidecar_path(path).exists()
-    assert tifffile.imread(path).shape[0] == 8  # preallocated tail of zeros
+    assert tifffile.imread(path).shape[0] == 8  # preallocated until recover finishes it
     rec = open_recording(journal_path(path))
     assert rec.sidecar_state == "journal"
     assert rec.frames == 3 and rec.data.shape == (3, H, W)

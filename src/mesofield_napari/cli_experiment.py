@@ -8,6 +8,7 @@ line on stderr and exit status 2. A run that started but failed returns
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -58,4 +59,9 @@ def record_experiment(
         raise
     if not finished:
         run.stop(FINALIZE_TIMEOUT_S)
-    return run.result()
+    result = run.result()
+    # release the devices' cores now, on this thread: left to the interpreter's
+    # exit, pymmcore's C++ side could call back into a finalizing Python
+    del run
+    gc.collect()
+    return result

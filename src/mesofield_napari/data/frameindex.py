@@ -293,6 +293,8 @@ def scan_journal(path: str | Path) -> FrameIndex:
             else:
                 key = str(obj.get("pos", "p0"))
                 index.positions.setdefault(key, PositionIndex()).add(obj["meta"])
+        elif isinstance(obj.get("layout"), dict):
+            continue  # how a TIFF was laid out (for recover), not a frame
         else:
             index.bad_lines += 1
     if not header:
