@@ -15,7 +15,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from _helpers import journal_entry_lines, kill_after_journal, manifest_view
+from _helpers import (
+    journal_entry_lines,
+    kill_after_journal,
+    manifest_view,
+    wait_until,
+)
 from mesofield_napari.cli import main
 from mesofield_napari.data.summary import dropped_frames, frame_times_s
 
@@ -365,3 +370,56 @@ def test_dropped_frames_from_timing_only():
         for t in (100.0, 110.0, 120.0, 150.0, 160.0)
     ]
     assert dropped_frames(elapsed, frame_times_s(elapsed)) == 2
+
+
+def test_record_until_stop_ends_cleanly_on_sigterm(tmp_path):
+    """`--frames 0`: no planned length; SIGTERM (or Ctrl-C) ends the run, exit 0,
+    and the file holds exactly the frames recorded."""
+    import signal
+
+    out = tmp_path / "exp"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mesofield_napari",
+            "record",
+            "--out",
+            str(out),
+            "--frames",
+            "0",
+            "--size",
+            "32x48",
+            "--exposure",
+            "1",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(
+            lambda: (
+                (j := next(out.rglob("*.jsonl"), None)) is not None
+                and journal_entry_lines(j) >= 200
+            ),
+            timeout=60,
+            what="200 frames journaled",
+        )
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    assert "until Stop" in stderr
+    payload = json.loads(stdout)
+    assert payload["ok"] is True and payload["frames_requested"] == 0
+    (entry,) = payload["files"]
+    n = entry["frames"]
+    assert n >= 200 and payload["frames_written"] == n
+    assert tifffile.memmap(entry["path"]).shape == (n, 32, 48)
+    assert len(json.loads(Path(entry["sidecar"]).read_text())["p0"]) == n
+    assert manifest_view(payload["manifest"])["complete"] is True

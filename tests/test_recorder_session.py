@@ -110,6 +110,42 @@ def test_stop_mid_run_keeps_every_acquired_frame(sim_core, tmp_path):
     assert manifest_of(outcome.run_dir)["complete"] is True
 
 
+@pytest.mark.parametrize("writers", ["tiff", "both"])
+def test_until_stop_records_until_stop_and_files_hold_exactly_that(
+    sim_core, camera, tmp_path, writers
+):
+    """No planned length: the files grow, Stop ends the run, nothing is padded."""
+    sim_core.setExposure(1.0)
+    session = RecordingSession(
+        sim_core, settings(tmp_path, until_stop=True, writers=writers)
+    )
+    session.start()
+    wait_until(lambda: session.status().frames_written >= 300, what="300 frames")
+    st = session.status()
+    assert st.frames_planned == 0 and st.run_time_left_s is None
+    assert st.disk_time_left_s is not None  # what matters when nothing is planned
+    session.stop()
+    assert session.wait(60)
+    (outcome,) = session.outcomes
+    assert outcome.ok, outcome.errors
+    n = outcome.frames_written
+    assert n >= 300
+    tiff = next(p for p in outcome.data_files if p.name.endswith(".ome.tiff"))
+    data = tifffile.memmap(tiff)  # any reader sees exactly the frames recorded
+    assert data.shape == (n, *SHAPE)
+    first = read_json(f"{tiff}_frame_metadata.json")["p0"][0]
+    offset = int(first["camera_metadata"]["SimFrameIndex"])
+    for i in (0, n // 2, n - 1):
+        np.testing.assert_array_equal(data[i], camera.frame(offset + i))
+    # the frames plus one BigTIFF page header each (~300 B), nothing planned
+    assert tiff.stat().st_size < n * (data[0].nbytes + 400) + 2**16
+    if writers == "both":
+        (mp4,) = [p for p in outcome.data_files if p.suffix == ".mp4"]
+        assert open_recording(mp4).frames == n
+    assert manifest_of(outcome.run_dir)["complete"] is True
+    assert session.status().state == "stopped"
+
+
 def test_duration_stops_the_run_by_itself(sim_core, tmp_path):
     sim_core.setExposure(5.0)
     session = RecordingSession(sim_core, settings(tmp_path, duration_s=0.3))

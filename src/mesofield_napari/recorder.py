@@ -30,6 +30,7 @@ from .acquire import add_writers, min_frames_written, timelapse
 from .data._signals import connect_direct, disconnect_quietly
 from .data.manager import RunManager
 from .data.runpaths import normalize_session, validate_label
+from .data.writer import endless_timelapse
 from .run_watch import RunWatch
 from .sequencing import chunked_sequencing
 
@@ -58,6 +59,7 @@ class RecorderSettings:
     writers: str = "tiff"
     frames: int = 1000
     duration_s: float | None = None  # stop after this long instead of after `frames`
+    until_stop: bool = False  # no planned length: record until Stop (files grow)
     interval_s: float = 0.0
     fps: float | None = None  # video frame rate (None: 1000 / exposure)
     fourcc: str = "H264"  # real H.264 through PyAV; "h264-lossless", "mp4v", ...
@@ -89,7 +91,7 @@ class RecorderSettings:
             out.append(str(exc))
         if self.writers not in WRITER_CHOICES:
             out.append(f"writers must be one of {', '.join(WRITER_CHOICES)}")
-        if self.duration_s is None and self.frames < 1:
+        if not self.until_stop and self.duration_s is None and self.frames < 1:
             out.append("record at least 1 frame")
         if self.duration_s is not None and not self.duration_s > 0:
             out.append("duration must be more than 0 s")
@@ -105,8 +107,10 @@ class RecorderSettings:
         """Frames to allocate: ``frames``, or enough for ``duration_s`` at full rate.
 
         For a duration the session stops itself when the time is up; the writers
-        trim what was allocated but not recorded.
+        trim what was allocated but not recorded. 0 for a run until Stop.
         """
+        if self.until_stop:
+            return 0
         if self.duration_s is None:
             return self.frames
         period_s = max(self.interval_s, exposure_ms / 1000.0, 1e-3)
@@ -116,7 +120,10 @@ class RecorderSettings:
         """What goes into the run's configuration CSV."""
         return {
             "experimenter": self.experimenter,
-            "frames": self.frames if self.duration_s is None else "",
+            "frames": self.frames
+            if self.duration_s is None and not self.until_stop
+            else "",
+            "until_stop": self.until_stop,
             "duration_s": self.duration_s if self.duration_s is not None else "",
             "interval_s": self.interval_s,
             "writer": self.writers,
@@ -253,14 +260,21 @@ class RecordingSession:
             raise RuntimeError("the microscope is busy with another acquisition")
         exposure = float(self.core.getExposure())
         planned = self.settings.planned_frames(exposure)
-        self._sequence = timelapse(  # events made lazily, however long the run
-            planned,
-            self.settings.interval_s,
-            # a continuous run keeps the shutter open instead of toggling it (and
-            # signalling the GUI) around every frame
-            keep_shutter_open_across=("t",) if self.settings.interval_s == 0 else (),
-            metadata={"mesofield": {"recorder": "timelapse"}},
-        )
+        if planned:
+            self._sequence = timelapse(  # events made lazily, however long the run
+                planned,
+                self.settings.interval_s,
+                # a continuous run keeps the shutter open instead of toggling it (and
+                # signalling the GUI) around every frame
+                keep_shutter_open_across=(
+                    ("t",) if self.settings.interval_s == 0 else ()
+                ),
+                metadata={"mesofield": {"recorder": "timelapse"}},
+            )
+            run_events: Any = self._sequence
+        else:  # until Stop: endless events, hardware-sequenced in chunks
+            self._sequence = None
+            run_events = endless_timelapse(self.settings.interval_s, core=self.core)
         active = self._open_run(planned)  # raises before anything is connected
         self.mode = "timelapse"
         self._connect()
@@ -268,11 +282,12 @@ class RecordingSession:
             self._active = active
             self._idle.clear()
         try:
-            self._engine_hook.enter_context(chunked_sequencing(self.core))
+            if planned:  # endless events come chunked already
+                self._engine_hook.enter_context(chunked_sequencing(self.core))
             active.watch.start()
             self._thread = threading.Thread(
                 target=self._run_timelapse,
-                args=(self._sequence,),
+                args=(run_events,),
                 name="recorder-mda",
                 daemon=True,
             )
@@ -342,9 +357,10 @@ class RecordingSession:
         with contextlib.suppress(OSError):
             st.free_bytes = shutil.disk_usage(active.run.run_dir).free
         if st.acquisition_fps:
-            st.run_time_left_s = max(0, active.planned - active.frames) / (
-                st.acquisition_fps
-            )
+            if active.planned:  # unknown for a run until Stop
+                st.run_time_left_s = max(0, active.planned - active.frames) / (
+                    st.acquisition_fps
+                )
             if self.settings.duration_s is not None and active.t0 is not None:
                 elapsed = time.perf_counter() - active.t0
                 st.run_time_left_s = max(0.0, self.settings.duration_s - elapsed)
@@ -501,9 +517,15 @@ class RecordingSession:
                 disconnect_quietly(signal, slot)
             self._connected = False
 
+    def _ours(self, seq: useq.MDASequence) -> bool:
+        """Is ``seq`` our own time-lapse (sized, or the endless one until Stop)?"""
+        if self._sequence is None:  # until Stop: the runner wraps our events
+            return type(seq).__name__ == "GeneratorMDASequence"
+        return bool(seq.uid == self._sequence.uid)
+
     def _on_started(self, seq: useq.MDASequence, meta: Any = None) -> None:
         if self.mode == "timelapse":
-            if self._sequence is None or seq.uid != self._sequence.uid:
+            if not self._ours(seq):
                 return
         elif self.mode == "armed" and not self._stop_requested:
             try:
@@ -552,9 +574,7 @@ class RecordingSession:
             self.core.mda.cancel()
 
     def _on_finished(self, seq: useq.MDASequence) -> None:
-        if self.mode == "timelapse" and (
-            self._sequence is None or seq.uid != self._sequence.uid
-        ):
+        if self.mode == "timelapse" and not self._ours(seq):
             return
         self._finish()
 

@@ -199,6 +199,7 @@ class RecorderWidget(QWidget):
         self.stop_combo = QComboBox()
         self.stop_combo.addItem("after frames", "frames")
         self.stop_combo.addItem("after seconds", "duration")
+        self.stop_combo.addItem("until Stop", "until_stop")
         self.frames_spin = QSpinBox()
         self.frames_spin.setRange(1, 100_000_000)
         self.frames_spin.setValue(1000)
@@ -369,6 +370,7 @@ class RecorderWidget(QWidget):
             writers=str(self.writers_combo.currentData()),
             frames=self.frames_spin.value(),
             duration_s=duration,
+            until_stop=self.stop_combo.currentData() == "until_stop",
             fps=self.fps_spin.value() or None,
             fourcc=self.codec_combo.currentText().strip() or "H264",
             contrast=parse_contrast(self.contrast_edit.text()),
@@ -383,9 +385,9 @@ class RecorderWidget(QWidget):
         return settings.problems()
 
     def _validate(self) -> None:
-        by_duration = self.stop_combo.currentData() == "duration"
-        self.frames_spin.setVisible(not by_duration)
-        self.duration_spin.setVisible(by_duration)
+        stop_mode = self.stop_combo.currentData()
+        self.frames_spin.setVisible(stop_mode == "frames")
+        self.duration_spin.setVisible(stop_mode == "duration")
         self.video_box.setVisible(self.writers_combo.currentData() != "tiff")
         busy = self.session is not None and self.session.mode in ("timelapse", "armed")
         for field in self._run_fields():
