@@ -264,12 +264,14 @@ def test_inspect_or_recover_missing_path_exits_2(tmp_path, capsys, in_process):
     for argv, word in (
         (["inspect", str(tmp_path / "empty")], "no recordings"),
         (["recover", str(tmp_path / "nope.ome.tiff"), "--json"], "nope.ome.tiff"),
-        (["recover", str(tmp_path / "empty")], "empty"),
     ):
         rc = in_process(argv)
         captured = capsys.readouterr()
         assert word in assert_one_line_error((rc, captured.err))
         assert captured.out == ""
+    # a folder without a crashed recording: nothing to do, and it says so
+    assert in_process(["recover", str(tmp_path / "empty")]) == 0
+    assert "no crashed recording" in capsys.readouterr().out
 
 
 def test_killed_recording_inspect_then_recover(tmp_path):
@@ -320,10 +322,11 @@ def test_killed_recording_inspect_then_recover(tmp_path):
     assert run["frames"] == frames
     assert [n.split(": ", 1)[1] for n in run["notes"]] == ["before the crash"]
 
-    res = cli("recover", journal, "--json")
+    res = cli("recover", out, "--json")  # the experiment folder: every crashed file
     assert res.returncode == 0, res.stderr
-    report = json.loads(res.stdout)
+    (report,) = json.loads(res.stdout)["recordings"]
     assert report["frames"] == frames
+    assert Path(report["manifest"]).parent == data.parent.parent
     assert report["recovered"] is True
     assert Path(report["sidecar"]) == sidecar
     assert len(json.loads(sidecar.read_text())["p0"]) == frames
@@ -335,6 +338,9 @@ def test_killed_recording_inspect_then_recover(tmp_path):
         frames,
         True,
     )
+    # the run's manifest was completed by recover: the whole experiment is readable
+    assert json.loads(cli("inspect", out, "--json").stdout)["complete"] is True
+    assert "no crashed recording" in cli("recover", out).stdout
 
 
 # ---------------------------------------------------------------- dropped frames
