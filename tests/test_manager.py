@@ -210,7 +210,7 @@ def test_one_writer_per_device_and_kind(tmp_path):
 # ---------------------------------------------------------------- validation
 @pytest.mark.parametrize("field", ["subject", "session", "task"])
 @pytest.mark.parametrize(
-    "value", ["../x", "a/b", "a\\b", "..", "/abs", "", "   ", "M 42", "a.b"]
+    "value", ["../x", "a/b", "a\\b", "..", "/abs", "", "   ", "M 42", "a.b", "Mé42"]
 )
 def test_bad_labels_are_rejected_before_touching_disk(tmp_path, field, value):
     kwargs = {"subject": "M1", "session": 1, "task": "rec", field: value}
@@ -220,6 +220,15 @@ def test_bad_labels_are_rejected_before_touching_disk(tmp_path, field, value):
     assert field in message
     if value.strip():
         assert repr(value.strip()) in message  # says what was wrong
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_label_messages_say_ascii_and_length(tmp_path):
+    with pytest.raises(ValueError, match="ASCII letters"):
+        RunManager(tmp_path, subject="Mäuschen")
+    # a 300-character label would overflow the 255-byte file-name limit
+    with pytest.raises(ValueError, match="300 characters long; use at most 64"):
+        RunManager(tmp_path, subject="M" * 300)
     assert list(tmp_path.iterdir()) == []
 
 
