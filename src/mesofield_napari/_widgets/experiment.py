@@ -17,7 +17,6 @@ bounded, for the files to be finalized.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import threading
 import time
@@ -25,8 +24,7 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from qtpy.QtCore import QEvent, QObject, QSettings, Qt, QTimer, Signal
+from qtpy.QtCore import QEvent, QSettings, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -47,42 +45,26 @@ from qtpy.QtWidgets import (
 
 from ..devices import DeviceError
 from ..experiment import Experiment, ExperimentError, ExperimentRun, load_experiment
+from ._live import (
+    LIVE_INTERVAL_MS,
+    CloseWatcher,
+    LivePacer,
+    settings_store,
+    show_live,
+)
+from ._live import SETTINGS_ENV as SETTINGS_ENV  # re-exported: where settings go
 
 if TYPE_CHECKING:
     import napari
 
-LIVE_INTERVAL_MS = 33  # newest frames into the live layers at most ~30 times a second
-LIVE_MAX_INTERVAL_MS = 1000  # ...and at least once a second however busy the GUI is
-LIVE_MAX_SIDE = 512  # live previews are decimated to at most this many pixels
 TABLE_INTERVAL_MS = 500  # the device table refreshes at most twice a second
 FINALIZE_TIMEOUT_S = 300.0  # bounded waits for devices to stop and files to finalize
-SETTINGS_ENV = "MESOFIELD_NAPARI_SETTINGS"  # same store as the recorder's
 COLUMNS = ("id", "kind", "state", "frames", "fps", "lost", "queue")
-
-
-def settings_store() -> QSettings:
-    """Where the panel remembers the target and output folder between sessions."""
-    if path := os.environ.get(SETTINGS_ENV):
-        return QSettings(path, QSettings.Format.IniFormat)
-    return QSettings("mesofield-napari", "recorder")
 
 
 def default_output(experiment: Experiment) -> Path:
     """The JSON's ``experiment_directory``, else the experiment files' folder."""
     return experiment.experiment_directory or experiment.json_path.parent
-
-
-class _CloseWatcher(QObject):
-    """Calls ``callback`` when the watched window is about to close."""
-
-    def __init__(self, callback: Any, parent: QObject) -> None:
-        super().__init__(parent)
-        self._callback = callback
-
-    def eventFilter(self, obj: QObject | None, event: QEvent | None) -> bool:
-        if event is not None and event.type() == QEvent.Type.Close:
-            self._callback()
-        return False
 
 
 class ExperimentPanel(QWidget):
@@ -104,7 +86,6 @@ class ExperimentPanel(QWidget):
         self.live_updates = 0  # how often a live layer was refreshed
         self.last_result: dict[str, Any] | None = None
         self._shown: dict[str, int] = {}
-        self._live_last = 0.0
         self._worker: threading.Thread | None = None
         self._stop_wanted = threading.Event()
         self._closed = False
@@ -115,11 +96,12 @@ class ExperimentPanel(QWidget):
         self._live_timer = QTimer(self)
         self._live_timer.setInterval(LIVE_INTERVAL_MS)
         self._live_timer.timeout.connect(self._update_live_layers)
+        self._live_pacer = LivePacer(self._live_timer)
         self._table_timer = QTimer(self)
         self._table_timer.setInterval(TABLE_INTERVAL_MS)
         self._table_timer.timeout.connect(self._refresh_table)
 
-        self._close_watcher = _CloseWatcher(self.shutdown, self)
+        self._close_watcher = CloseWatcher(self.shutdown, self)
         self._watched: QWidget | None = None
         ref = weakref.ref(self)
         from qtpy.QtWidgets import QApplication
@@ -398,8 +380,8 @@ class ExperimentPanel(QWidget):
         )
         self._worker.start()
         self.status_label.setText("opening devices…")
-        self._live_last = time.perf_counter()
         self._live_timer.setInterval(LIVE_INTERVAL_MS)
+        self._live_pacer.tick()
         self._live_timer.start()
         self._table_timer.start()
         self._validate()
@@ -533,17 +515,10 @@ class ExperimentPanel(QWidget):
 
     # ------------------------------------------------------------------ live
     def _update_live_layers(self) -> None:
-        """Show each camera's newest frame: decimated, in place, never hogging the GUI.
-
-        The refresh interval backs off to keep this under ~25 % of the GUI thread
-        (which the cameras' Python code shares through the GIL).
-        """
+        """Show each camera's newest frame: decimated, in place, never hogging the GUI
+        (see ``_live.py``)."""
         run = self.run
-        t0 = time.perf_counter()
-        late_ms = max(
-            0.0, (t0 - self._live_last) * 1000.0 - self._live_timer.interval()
-        )
-        self._live_last = t0
+        self._live_pacer.tick()
         if run is None:
             return
         updated = False
@@ -552,38 +527,18 @@ class ExperimentPanel(QWidget):
             if latest is None or latest[0] == self._shown.get(spec.id):
                 continue
             self._shown[spec.id] = latest[0]
-            self._show_frame(spec.id, spec.name, latest[1])
-            updated = True
-        if not updated:
-            return
-        self.live_updates += 1
-        busy_ms = (time.perf_counter() - t0) * 1000.0 + late_ms
-        self._live_timer.setInterval(
-            int(min(LIVE_MAX_INTERVAL_MS, max(LIVE_INTERVAL_MS, 4 * busy_ms)))
-        )
-
-    def _show_frame(self, device_id: str, name: str, frame: np.ndarray) -> None:
-        rgb = frame.ndim == 3 and frame.shape[-1] in (3, 4)
-        h, w = frame.shape[:2]
-        step = max(1, math.ceil(max(h, w) / LIVE_MAX_SIDE))
-        preview = frame[::step, ::step]
-        if rgb:
-            preview = preview[..., 2::-1]  # OpenCV's BGR -> RGB
-        layer = self.live_layers.get(device_id)
-        if layer is None or layer not in self.viewer.layers:
-            kwargs: dict[str, Any] = {}
-            if not rgb:
-                kwargs["contrast_limits"] = _fixed_contrast(preview)
-            self.live_layers[device_id] = self.viewer.add_image(
-                preview,
-                name=f"{name} (live)",  # the reopened file becomes "{name} (tiff)"
-                scale=(step, step),
-                rgb=rgb,
-                metadata={"mesofield_live": True, "device_id": device_id},
-                **kwargs,
+            self.live_layers[spec.id] = show_live(
+                self.viewer,
+                self.live_layers.get(spec.id),
+                latest[1],
+                f"{spec.name} (live)",  # the reopened file becomes "{name} (tiff)"
+                {"mesofield_live": True, "device_id": spec.id},
+                bgr=True,  # OpenCV cameras deliver BGR colour frames
             )
-        else:
-            layer.data = preview  # in place: same layer, fixed contrast limits
+            updated = True
+        if updated:
+            self.live_updates += 1
+            self._live_pacer.updated()
 
     def _remove_live_layers(self) -> None:
         for layer in self.live_layers.values():
@@ -646,9 +601,3 @@ def _short_kind(kind: str) -> str:
         .replace("encoder (treadmill)", "treadmill")
     )
     return short.replace(" primary", " ★")
-
-
-def _fixed_contrast(frame: np.ndarray) -> tuple[float, float]:
-    """Fixed for the run (from the first frame), so the display does not flicker."""
-    lo, hi = np.percentile(frame[::4, ::4], (0.5, 99.8))
-    return (float(lo), float(hi)) if hi > lo else (float(lo), float(lo) + 1.0)

@@ -10,14 +10,10 @@ Every way out (Stop, an MDA error, closing the dock, closing napari) finalizes f
 from __future__ import annotations
 
 import contextlib
-import math
-import os
-import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from qtpy.QtCore import QEvent, QObject, QSettings, Qt, QTimer, Signal
+from qtpy.QtCore import QEvent, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -43,6 +39,14 @@ from ..recorder import (
     RunOutcome,
     describe_outcome,
 )
+from ._live import (
+    LIVE_INTERVAL_MS,
+    CloseWatcher,
+    LivePacer,
+    settings_store,
+    show_live,
+)
+from ._live import SETTINGS_ENV as SETTINGS_ENV  # re-exported: where settings go
 from ._micromanager import (
     display_suppressed,
     find_main_window,
@@ -55,23 +59,12 @@ if TYPE_CHECKING:
     import napari
     from pymmcore_plus import CMMCorePlus
 
-LIVE_INTERVAL_MS = 33  # newest frame into the live layer at most ~30 times a second
-LIVE_MAX_INTERVAL_MS = 1000  # ...and at least once a second however busy the GUI is
-LIVE_MAX_SIDE = 512  # the live preview is decimated to at most this many pixels
 STATUS_INTERVAL_MS = 500
-SETTINGS_ENV = "MESOFIELD_NAPARI_SETTINGS"  # an .ini path (tests, kiosk set-ups)
 WRITER_LABELS = {
     "tiff": "OME-TIFF (BigTIFF)",
     "mp4": "MP4 video",
     "both": "OME-TIFF + MP4",
 }
-
-
-def settings_store() -> QSettings:
-    """Where the recorder remembers its fields between sessions."""
-    if path := os.environ.get(SETTINGS_ENV):
-        return QSettings(path, QSettings.Format.IniFormat)
-    return QSettings("mesofield-napari", "recorder")
 
 
 def _fmt_bytes(n: int | None) -> str:
@@ -97,19 +90,6 @@ def parse_contrast(text: str) -> tuple[float, float] | None:
     return lo, hi
 
 
-class _CloseWatcher(QObject):
-    """Calls ``callback`` when the watched window is about to close."""
-
-    def __init__(self, callback: Any, parent: QObject) -> None:
-        super().__init__(parent)
-        self._callback = callback
-
-    def eventFilter(self, obj: QObject | None, event: QEvent | None) -> bool:
-        if event is not None and event.type() == QEvent.Type.Close:
-            self._callback()
-        return False
-
-
 class RecorderWidget(QWidget):
     """Set up a run, Record, watch frames arrive, add notes, Stop."""
 
@@ -129,7 +109,6 @@ class RecorderWidget(QWidget):
         self.live_layer: Any = None
         self.live_updates = 0  # how often the live layer was refreshed (benchmark)
         self._shown_index = 0
-        self._live_last = 0.0
         self._suppress = contextlib.ExitStack()
         self._settings = settings_store()
         self._build_ui()
@@ -140,13 +119,14 @@ class RecorderWidget(QWidget):
         self._live_timer = QTimer(self)
         self._live_timer.setInterval(LIVE_INTERVAL_MS)
         self._live_timer.timeout.connect(self._update_live_layer)
+        self._live_pacer = LivePacer(self._live_timer)
         self._status_timer = QTimer(self)
         self._status_timer.setInterval(STATUS_INTERVAL_MS)
         self._status_timer.timeout.connect(self._tick)
         self._status_timer.start()
 
         # finalize on napari closing, whichever way it closes (watched once docked)
-        self._close_watcher = _CloseWatcher(self.shutdown, self)
+        self._close_watcher = CloseWatcher(self.shutdown, self)
         self._watched: QWidget | None = None
         app_ref = weakref.ref(self)
         from qtpy.QtWidgets import QApplication
@@ -568,55 +548,27 @@ class RecorderWidget(QWidget):
     # ------------------------------------------------------------------ live layer
     def _start_live(self) -> None:
         self._shown_index = 0
-        self._live_last = time.perf_counter()
         self._live_timer.setInterval(LIVE_INTERVAL_MS)
+        self._live_pacer.tick()
         self.live_layer = None
         self._live_timer.start()
 
     def _update_live_layer(self) -> None:
-        """Show the newest frame: decimated, in place, and never hogging the GUI.
-
-        The display is a preview, so a 2048² frame is shown at ≤ 512² (``scale``
-        keeps world coordinates); and the refresh interval backs off to keep this
-        under ~25 % of the GUI thread, which the acquisition thread (and every
-        Python camera) shares through the GIL.
-        """
+        """Show the newest frame: decimated, in place, never hogging the GUI (see
+        ``_live.py``)."""
         session = self.session
         latest = session.latest_frame if session is not None else None
-        t0 = time.perf_counter()
-        # how late this tick is = how busy the GUI thread was (e.g. painting)
-        late_ms = max(
-            0.0, (t0 - self._live_last) * 1000.0 - self._live_timer.interval()
-        )
-        self._live_last = t0
+        self._live_pacer.tick()
         if latest is None or latest[0] == self._shown_index:
             return
         index, frame = latest
         self._shown_index = index
-        step = max(1, math.ceil(max(frame.shape[-2:]) / LIVE_MAX_SIDE))
-        preview = frame[..., ::step, ::step]
-        layer = self.live_layer
-        if layer is None or layer not in self.viewer.layers:
-            name = session.run.paths.prefix if session and session.run else "live"
-            self.live_layer = self.viewer.add_image(
-                preview,
-                name=name,
-                scale=(step, step),
-                contrast_limits=self._live_contrast(preview),
-                metadata={"mesofield_live": True},
-            )
-        else:
-            layer.data = preview  # in place: same layer, fixed contrast limits
-        self.live_updates += 1
-        busy_ms = (time.perf_counter() - t0) * 1000.0 + late_ms
-        self._live_timer.setInterval(
-            int(min(LIVE_MAX_INTERVAL_MS, max(LIVE_INTERVAL_MS, 4 * busy_ms)))
+        name = session.run.paths.prefix if session and session.run else "live"
+        self.live_layer = show_live(
+            self.viewer, self.live_layer, frame, name, {"mesofield_live": True}
         )
-
-    def _live_contrast(self, frame: np.ndarray) -> tuple[float, float]:
-        """Fixed for the run (from the first frame), so the display does not flicker."""
-        lo, hi = np.percentile(frame[::4, ::4], (0.5, 99.8))
-        return (float(lo), float(hi)) if hi > lo else (float(lo), float(lo) + 1.0)
+        self.live_updates += 1
+        self._live_pacer.updated()
 
     # ------------------------------------------------------------------ run end
     def _on_run_finished(self, outcome: RunOutcome) -> None:
