@@ -92,6 +92,18 @@ def test_record_through_widget_on_micromanager_core(viewer, mm, qtbot, tmp_path)
     (manifest,) = run_files(tmp_path / "data", "*_manifest.json")
     assert read_json(manifest)["acquisition_complete"] is True
     assert len(run_files(tmp_path / "data", "*.mp4")) == 1
+    # the output folder is the experiment: mesofield's datakit loads the run as is
+    from mesofield.datakit.core import Dataset
+
+    frame, errors = Dataset.from_directory(
+        tmp_path / "data", sources=["meso_metadata", "dataqueue", "notes", "timestamps"]
+    ).materialize(strict=False, return_errors=True)
+    assert (errors["status"] == "ok").all(), errors.to_string()
+    row = frame.iloc[0]
+    assert len(row[("meso_metadata", "ImageNumber")]) == 40
+    (dataqueue,) = run_files(tmp_path / "data", "*_dataqueue.csv")
+    ids = dataqueue.read_text().splitlines()[1:]
+    assert [line.split(",")[3] for line in ids] == ["mesoscope"] * 40  # one clock
 
     # the live layer was replaced by the reopened recording (lazy, whole run)
     names = [layer.name for layer in viewer.layers]
