@@ -370,8 +370,10 @@ def report(
     parts = [
         machine_line(scratch),
         f"Median of {len(reps)} repetitions ({elapsed:.0f} s in all); widefield "
-        f"{args.frames} frames at its top rate (exposure 0), run length "
-        f"{args.frames / 100:g} s; every case in a fresh process, the order rotating; "
+        f"{args.frames} frames at its top rate (exposure 0), nominal run length "
+        f"{args.frames / 100:g} s (experiment.json duration; the primary widefield "
+        "camera's frame count = duration × its nominal 100 Hz); every case in a fresh "
+        "process, the order rotating; "
         "achieved Hz = (frames - 1) / first-to-last frame time from the sidecars (the "
         "wheel: its CSV); ratios within each repetition. 1-min load average at start "
         f"/ end: {load[0]:.1f} / {load[1]:.1f}.",

@@ -63,6 +63,9 @@ skipped (one sample = every ROI's mean and ΔF/F of one frame), the rows of the 
 CSVs read back from the run's processed folder (must equal the samples computed), the
 plot refreshes, and the ratio of acquisition fps with traces / without within each
 repetition (target >= 0.9x, median).
+``--live-no-plot`` (diagnostic, attributes the cost): the same, but the panel's plot
+timer is disconnected in the child, so traces are computed and saved but never
+redrawn -- the difference to the normal run is the matplotlib plot's share.
 
 napari-micromanager's widgets fetch icons from the internet (pyconify); here, like
 in the test-suite, those requests fail at once (no DNS waits during set-up). Nothing
@@ -304,7 +307,9 @@ def _trace_csv_rows(run_dir: Path) -> dict[str, int]:
     return rows
 
 
-def child_gui(size: int, frames: int, out: Path, rois: int = 0) -> dict[str, Any]:
+def child_gui(
+    size: int, frames: int, out: Path, rois: int = 0, plot: bool = True
+) -> dict[str, Any]:
     import napari
     from qtpy.QtCore import Qt, QTimer
     from qtpy.QtWidgets import QApplication
@@ -339,6 +344,8 @@ def child_gui(size: int, frames: int, out: Path, rois: int = 0) -> dict[str, Any
             raise RuntimeError("the live traces panel did not take the ROI layer")
         panel.enable_check.setChecked(True)
         panel.dff_check.setChecked(True)
+        if not plot:  # diagnostic: traces computed and saved, never redrawn
+            panel._plot_timer.timeout.disconnect(panel.refresh)
     else:
         panel.enable_check.setChecked(False)
 
@@ -489,6 +496,8 @@ def _child_cmd(
     if case == GUI_ROIS:
         cmd[3] = GUI
         cmd += ["--child-rois", str(args.live_rois)]
+        if args.live_no_plot:
+            cmd.append("--live-no-plot")
     if case in (GUI, GUI_ROIS) and not os.environ.get("DISPLAY"):
         if shutil.which("xvfb-run") is None:
             raise SystemExit("no $DISPLAY and no xvfb-run: cannot run the GUI case")
@@ -741,7 +750,14 @@ def report_live(
         has = case == GUI_ROIS
         rows.append(
             [
-                LABELS[case] + (f" ({args.live_rois} ROIs, ΔF/F)" if has else " (off)"),
+                LABELS[case]
+                + (
+                    f" ({args.live_rois} ROIs, ΔF/F"
+                    + (", plot never redrawn" if args.live_no_plot else "")
+                    + ")"
+                    if has
+                    else " (off)"
+                ),
                 f"{s['acq_fps']:.1f} ({_fmt_reps([r.get('acq_fps', float('nan')) for r in runs], '.1f')})",
                 f"{s['wall_s']:.1f}",
                 "; ".join(_counts(r) for r in runs),
@@ -855,6 +871,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help="compare the GUI with N live-trace ROIs against the GUI without",
     )
+    parser.add_argument(
+        "--live-no-plot",
+        action="store_true",
+        help="diagnostic: with --live-rois, never redraw the traces plot",
+    )
     parser.add_argument("--child-rois", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=(GUI, HEADLESS), help=argparse.SUPPRESS)
     parser.add_argument("--child-out", help=argparse.SUPPRESS)
@@ -870,7 +891,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         if args.child == GUI:
             res = child_gui(
-                args.size, args.frames, Path(args.child_out), args.child_rois
+                args.size,
+                args.frames,
+                Path(args.child_out),
+                args.child_rois,
+                plot=not args.live_no_plot,
             )
         else:
             res = child_headless(args.size, args.frames, Path(args.child_out))
