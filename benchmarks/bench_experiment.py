@@ -100,7 +100,11 @@ def run_case(folder: Path, out: Path) -> dict[str, dict]:
     run.start()
     if not run.wait(run.duration_s * 4 + 120):
         run.stop(300)
-    result = run.result()
+    return measure(run.result())
+
+
+def measure(result: dict) -> dict[str, dict]:
+    """Per device: frames, lost, data-queue rows, achieved Hz, from the run's files."""
     dq = pd.read_csv(result["dataqueue"], usecols=["device_id"])
     rows = dq["device_id"].value_counts().to_dict()
     measured = {}

@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/bench_gui_recording.py [--frames 2000] [--size 1024] [--reps 3]
                                              [--out-dir DIR] [--markdown]
-                                             [--results FILE]
+                                             [--results FILE] [--live-rois N]
 
 The GUI case needs an X display; without ``$DISPLAY`` each GUI child is started
 under ``xvfb-run -a`` (or run the whole script under ``xvfb-run -a``).
@@ -48,6 +48,25 @@ dirty pages from earlier runs are flushed on the next run's clock. The machine i
 shared: the 1-min load average at start and end is printed; ratios are taken between
 the GUI and headless runs of the same repetition and the median is reported.
 
+Live traces (``--live-rois N``)
+-------------------------------
+The cost of the recorder's *Live traces* panel (issue 14). Each repetition then runs
+the GUI case twice instead of GUI vs headless, each in a fresh process, alternating
+which goes first: **GUI, no traces** (the panel switched off, as above) and **GUI +
+N ROIs**: before Record a Shapes layer with N rectangles is added (a
+``ceil(sqrt(N))`` grid of cells over the frame, one square of half the cell's side
+centred in each cell, in the live layer's world coordinates = full-resolution camera
+pixels), chosen as the panel's ROI source, and the panel switched on with ΔF/F (its
+default 30 s trailing window, 10th percentile) -- the heavier of its two modes.
+Reported besides the above: the traces model's frames offered, samples computed and
+skipped (one sample = every ROI's mean and ΔF/F of one frame), the rows of the trace
+CSVs read back from the run's processed folder (must equal the samples computed), the
+plot refreshes, and the ratio of acquisition fps with traces / without within each
+repetition (target >= 0.9x, median).
+``--live-no-plot`` (diagnostic, attributes the cost): the same, but the panel's plot
+timer is disconnected in the child, so traces are computed and saved but never
+redrawn -- the difference to the normal run is the matplotlib plot's share.
+
 napari-micromanager's widgets fetch icons from the internet (pyconify); here, like
 in the test-suite, those requests fail at once (no DNS waits during set-up). Nothing
 else in the widgets is changed. The recorder's QSettings go to a scratch .ini.
@@ -88,8 +107,13 @@ TARGET_LIVE_HZ = 30.0
 TARGET_RATIO = 0.9
 MIN_FRAMES = 2000
 
-GUI, HEADLESS = "gui", "headless"
-LABELS = {GUI: "GUI (napari + napari-micromanager, live layer)", HEADLESS: "headless"}
+GUI, HEADLESS, GUI_ROIS = "gui", "headless", "gui-rois"
+LABELS = {
+    GUI: "GUI (napari + napari-micromanager, live layer)",
+    HEADLESS: "headless",
+    GUI_ROIS: "GUI + live traces",
+}
+TARGET_TRACES_RATIO = 0.9
 
 
 def log(msg: str) -> None:
@@ -254,7 +278,38 @@ def _icons_offline() -> None:
     api._session = _Offline
 
 
-def child_gui(size: int, frames: int, out: Path) -> dict[str, Any]:
+def roi_rectangles(size: int, n: int) -> list[list[list[float]]]:
+    """``n`` squares spread over a ``size``² frame: a grid of cells, one centred
+    square of half the cell's side in each (world = full-resolution pixels)."""
+    import math
+
+    g = math.ceil(math.sqrt(n))
+    cell = size / g
+    side = cell / 2
+    rects = []
+    for i in range(n):
+        r, c = divmod(i, g)
+        top, left = r * cell + cell / 4, c * cell + cell / 4
+        rects.append([[top, left], [top + side - 1, left + side - 1]])
+    return rects
+
+
+def _trace_csv_rows(run_dir: Path) -> dict[str, int]:
+    """Data rows of each ROI's mean-trace CSV in the run's processed folder."""
+    from mesofield_napari.live.saving import processed_dir
+
+    rows = {}
+    for csv in sorted(processed_dir(run_dir).glob("*-trace.csv")):
+        if csv.name.endswith("-dff-trace.csv"):
+            continue
+        with open(csv, encoding="utf-8") as fh:
+            rows[csv.name] = sum(1 for _ in fh) - 1  # header
+    return rows
+
+
+def child_gui(
+    size: int, frames: int, out: Path, rois: int = 0, plot: bool = True
+) -> dict[str, Any]:
     import napari
     from qtpy.QtCore import Qt, QTimer
     from qtpy.QtWidgets import QApplication
@@ -279,6 +334,20 @@ def child_gui(size: int, frames: int, out: Path) -> dict[str, Any]:
     recorder.stop_combo.setCurrentIndex(recorder.stop_combo.findData("frames"))
     recorder.frames_spin.setValue(frames)
     recorder.follow_check.setChecked(False)
+    panel = recorder.live_traces_panel
+    if rois:
+        shapes = viewer.add_shapes(
+            roi_rectangles(size, rois), shape_type="rectangle", name="bench-rois"
+        )
+        panel.layer_combo.setCurrentIndex(panel.layer_combo.findText(shapes.name))
+        if panel.roi_layer() is not shapes:
+            raise RuntimeError("the live traces panel did not take the ROI layer")
+        panel.enable_check.setChecked(True)
+        panel.dff_check.setChecked(True)
+        if not plot:  # diagnostic: traces computed and saved, never redrawn
+            panel._plot_timer.timeout.disconnect(panel.refresh)
+    else:
+        panel.enable_check.setChecked(False)
 
     app = QApplication.instance()
     assert app is not None
@@ -388,6 +457,19 @@ def child_gui(size: int, frames: int, out: Path) -> dict[str, Any]:
         peak_rss=_peak_rss(),
         signals=type(core.mda.events).__module__,
     )
+    model = panel.model
+    if rois and model is not None:
+        res["traces"] = {
+            "rois": len(model.rois()),
+            "frames_offered": model.frames_offered,
+            "samples_computed": model.samples_computed,
+            "samples_skipped": model.samples_skipped,
+            "errors": list(model.errors),
+            "plot_updates": panel.plot_updates,
+            "csv_rows": _trace_csv_rows(outcome.run_dir),
+        }
+    elif rois:
+        res["errors"].append("live traces were not running")
     with contextlib.suppress(Exception):
         viewer.close()
     return res
@@ -411,7 +493,12 @@ def _child_cmd(
         "--child-result",
         os.fspath(result),
     ]
-    if case == GUI and not os.environ.get("DISPLAY"):
+    if case == GUI_ROIS:
+        cmd[3] = GUI
+        cmd += ["--child-rois", str(args.live_rois)]
+        if args.live_no_plot:
+            cmd.append("--live-no-plot")
+    if case in (GUI, GUI_ROIS) and not os.environ.get("DISPLAY"):
         if shutil.which("xvfb-run") is None:
             raise SystemExit("no $DISPLAY and no xvfb-run: cannot run the GUI case")
         cmd = ["xvfb-run", "-a", "-s", "-screen 0 1920x1080x24", *cmd]
@@ -471,7 +558,7 @@ def summarize(reps: list[dict[str, dict[str, Any]]], case: str) -> dict[str, Any
         "queue_max": max(r["queue_fill_max"] for r in runs),
         "errors": sorted({e for r in runs for e in r["errors"]}),
     }
-    if case == GUI:
+    if case in (GUI, GUI_ROIS):
         s["lat_p50"] = _median([r["latency_ms"]["p50"] for r in runs])
         s["lat_p99"] = _median([r["latency_ms"]["p99"] for r in runs])
         s["lat_p99_worst"] = max(r["latency_ms"]["p99"] for r in runs)
@@ -622,6 +709,152 @@ def report(
     return "\n\n".join(parts), all(ok for _, _, ok in checks)
 
 
+def _traces_cell(r: dict[str, Any]) -> str:
+    t = r.get("traces")
+    if t is None:
+        return "—"
+    return f"{t['samples_computed']}/{t['frames_offered']}"
+
+
+def report_live(
+    reps: list[dict[str, dict[str, Any]]],
+    args: argparse.Namespace,
+    scratch: Path,
+    load: tuple[float, float],
+) -> tuple[str, bool]:
+    """The ``--live-rois`` report: GUI with live traces vs the same GUI without."""
+    render = markdown_table if args.markdown else plain_table
+    off, on = summarize(reps, GUI), summarize(reps, GUI_ROIS)
+    ratios = [
+        r[GUI_ROIS].get("acq_fps", float("nan")) / r[GUI].get("acq_fps", float("nan"))
+        for r in reps
+    ]
+    ratio = _median(ratios)
+    header = [
+        "case",
+        "acquisition fps",
+        "wall s",
+        "frames camera / sidecar / TIFF",
+        "lost",
+        "event-loop lateness p50 / p99 / max ms",
+        "live layer Hz",
+        "trace samples / frames offered",
+        "skipped",
+        "trace CSV rows per ROI",
+        "plot refreshes",
+        "peak RSS MiB (growth)",
+    ]
+    rows = []
+    for case, s in ((GUI, off), (GUI_ROIS, on)):
+        runs = s["runs"]
+        has = case == GUI_ROIS
+        rows.append(
+            [
+                LABELS[case]
+                + (
+                    f" ({args.live_rois} ROIs, ΔF/F"
+                    + (", plot never redrawn" if args.live_no_plot else "")
+                    + ")"
+                    if has
+                    else " (off)"
+                ),
+                f"{s['acq_fps']:.1f} ({_fmt_reps([r.get('acq_fps', float('nan')) for r in runs], '.1f')})",
+                f"{s['wall_s']:.1f}",
+                "; ".join(_counts(r) for r in runs),
+                str(s["frames_lost_max"]),
+                f"{s['lat_p50']:.1f} / {s['lat_p99']:.1f} / {s['lat_max']:.0f}",
+                f"{s['live_hz']:.1f}",
+                "; ".join(_traces_cell(r) for r in runs) if has else "—",
+                "; ".join(
+                    str(r["traces"]["samples_skipped"]) for r in runs if "traces" in r
+                )
+                if has
+                else "—",
+                "; ".join(
+                    "/".join(str(n) for n in r["traces"]["csv_rows"].values())
+                    for r in runs
+                    if "traces" in r
+                )
+                if has
+                else "—",
+                "; ".join(
+                    str(r["traces"]["plot_updates"]) for r in runs if "traces" in r
+                )
+                if has
+                else "—",
+                f"{_mib(s['peak_rss'])} (+{_mib(s['rss_growth'])})",
+            ]
+        )
+    traced = [r[GUI_ROIS].get("traces") for r in reps]
+    complete = all(
+        t is not None
+        and t["rois"] == args.live_rois
+        and t["frames_offered"] == r[GUI_ROIS]["camera_frames"]
+        and t["samples_computed"] + t["samples_skipped"] == t["frames_offered"]
+        and len(t["csv_rows"]) == args.live_rois
+        and all(n == t["samples_computed"] for n in t["csv_rows"].values())
+        and not t["errors"]
+        for t, r in zip(traced, reps, strict=True)
+    )
+    fractions = [
+        t["samples_computed"] / t["frames_offered"]
+        for t in traced
+        if t is not None and t["frames_offered"]
+    ]
+    no_errors = not off["errors"] and not on["errors"]
+    checks = [
+        (
+            "zero frames lost (with and without traces, every repetition)",
+            f"max lost without {off['frames_lost_max']}, with {on['frames_lost_max']}"
+            f" (writer-reported: {off['writer_lost_max']}, {on['writer_lost_max']})",
+            off["frames_lost_max"] + on["frames_lost_max"] == 0 and no_errors,
+        ),
+        (
+            f"acquisition fps with traces ≥ {TARGET_TRACES_RATIO}× without",
+            f"{ratio:.2f}× (reps: {_fmt_reps(ratios, '.2f')})",
+            ratio >= TARGET_TRACES_RATIO,
+        ),
+        (
+            "every frame offered to the traces; computed + skipped = offered; "
+            "CSV rows = samples computed; no trace errors",
+            f"samples computed / frames: {_median(fractions):.1%} median (reps: "
+            f"{_fmt_reps([100 * f for f in fractions], '.1f')} %)",
+            complete,
+        ),
+    ]
+    parts = [
+        machine_line(scratch),
+        f"{args.size}² uint16 (12-bit) simulated camera at 0 ms exposure (its top rate), "
+        f"{args.frames} frames per run, OME-TIFF writer; {len(reps)} repetitions, both "
+        "cases in the GUI (napari + napari-micromanager, live layer on), each in a fresh "
+        "process, order alternating; medians (per-rep values in brackets); ratio = "
+        "acquisition fps with traces / without within each repetition. With traces: "
+        f"{args.live_rois} rectangles on a Shapes layer as the Live traces panel's ROIs, "
+        "ΔF/F on (30 s trailing window, 10th percentile); a sample = every ROI's mean "
+        "(+ ΔF/F) of one frame, computed on the traces' worker thread from a one-slot "
+        "drop-oldest mailbox, so skipped samples never cost written frames. "
+        f"1-min load average at start / end: {load[0]:.1f} / {load[1]:.1f}.",
+        render(header, rows),
+        render(
+            ["target", "measured", "result"],
+            [[t, m, "PASS" if ok else "MISS"] for t, m, ok in checks],
+        ),
+    ]
+    extra = []
+    for case, s in ((GUI, off), (GUI_ROIS, on)):
+        extra.append(
+            f"{case}: back-pressure events (median) {s['bpe']:.0f}; fullest writer "
+            f"queue {s['queue_max']:.0%} of 512 MiB; frame gap p99 / max "
+            f"{s['gap_p99']:.1f} / {s['gap_max']:.0f} ms"
+        )
+        extra += [f"{case} ERROR: {e}" for e in s["errors"]]
+    for t in traced:
+        if t is not None:
+            extra += [f"{GUI_ROIS} trace error: {e}" for e in t["errors"]]
+    parts.append("\n".join(f"- {line}" for line in extra))
+    return "\n\n".join(parts), all(ok for _, _, ok in checks)
+
+
 # --------------------------------------------------------------------------- main
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -631,20 +864,41 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out-dir", help="parent of the scratch folder (default /tmp)")
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument("--results", help="also write the report to this file")
+    parser.add_argument(
+        "--live-rois",
+        type=int,
+        default=0,
+        metavar="N",
+        help="compare the GUI with N live-trace ROIs against the GUI without",
+    )
+    parser.add_argument(
+        "--live-no-plot",
+        action="store_true",
+        help="diagnostic: with --live-rois, never redraw the traces plot",
+    )
+    parser.add_argument("--child-rois", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=(GUI, HEADLESS), help=argparse.SUPPRESS)
     parser.add_argument("--child-out", help=argparse.SUPPRESS)
     parser.add_argument("--child-result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.reps < 1 or args.frames < 2 or args.size < 8:
-        parser.error("--reps >= 1, --frames >= 2 and --size >= 8")
+    if args.reps < 1 or args.frames < 2 or args.size < 8 or args.live_rois < 0:
+        parser.error("--reps >= 1, --frames >= 2, --size >= 8 and --live-rois >= 0")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
-        fn = child_gui if args.child == GUI else child_headless
-        res = fn(args.size, args.frames, Path(args.child_out))
+        if args.child == GUI:
+            res = child_gui(
+                args.size,
+                args.frames,
+                Path(args.child_out),
+                args.child_rois,
+                plot=not args.live_no_plot,
+            )
+        else:
+            res = child_headless(args.size, args.frames, Path(args.child_out))
         Path(args.child_result).write_text(json.dumps(res))
         # The measurement is done and saved. Skip interpreter teardown: the headless
         # child aborts there now and then ("FATAL: exception not rethrown", after
@@ -665,16 +919,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="bench-gui-rec-", dir=base))
     load_start = os.getloadavg()[0]
     reps: list[dict[str, dict[str, Any]]] = []
+    other = GUI_ROIS if args.live_rois else HEADLESS
     try:
         for rep in range(args.reps):
-            order = (GUI, HEADLESS) if rep % 2 == 0 else (HEADLESS, GUI)
+            order = (GUI, other) if rep % 2 == 0 else (other, GUI)
             results: dict[str, dict[str, Any]] = {}
             for case in order:
                 r = run_child(case, args, scratch)
                 results[case] = r
                 extra = ""
-                if case == GUI:
-                    extra = (
+                if "traces" in r:
+                    t = r["traces"]
+                    extra += (
+                        f"  traces {t['samples_computed']}/{t['frames_offered']}"
+                        f" skipped {t['samples_skipped']}"
+                    )
+                if case in (GUI, GUI_ROIS):
+                    extra += (
                         f"  lateness p99 {r['latency_ms']['p99']:.1f} ms max "
                         f"{r['latency_ms']['max']:.0f} ms  live {r['live_hz']:.1f} Hz"
                     )
@@ -686,7 +947,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             reps.append(results)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    text, ok = report(reps, args, scratch, (load_start, os.getloadavg()[0]))
+    make = report_live if args.live_rois else report
+    text, ok = make(reps, args, scratch, (load_start, os.getloadavg()[0]))
     print(text)
     if args.results:
         Path(args.results).parent.mkdir(parents=True, exist_ok=True)
