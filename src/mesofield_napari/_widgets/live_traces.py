@@ -35,6 +35,12 @@ if TYPE_CHECKING:
 
 PLOT_INTERVAL_MS = 100  # at most 10 plot refreshes a second...
 PLOT_MAX_INTERVAL_MS = 2000  # ...and at least one every 2 s however busy the GUI is
+# a redraw may take at most ~1/PLOT_BUSY_FACTOR of the GUI thread: matplotlib holds
+# the GIL while it draws (~50 ms for axes, ticks and legend), time the acquisition
+# and the simulated (Python) cameras cannot use (measured: benchmarks/results/
+# bench_live_traces.md)
+PLOT_BUSY_FACTOR = 10
+PLOT_MAX_POINTS = 2000  # per line: more points than pixels only costs drawing time
 SYNC_DELAY_MS = 250  # shapes being dragged: read the layer once they settle
 WHOLE_FRAME = "(whole frame)"
 COLORS = ("#4aa3df", "#e8a33d", "#6cc070", "#d9534f", "#b07cd8", "#f0c419")
@@ -288,15 +294,23 @@ class LiveTracesPanel(QGroupBox):
             for v in views:
                 y = v.dff if use_dff and v.dff is not None else v.mean
                 n = min(len(v.time_s), len(y))
-                self.lines[v.roi].set_data(v.time_s[:n], y[:n])
+                step = max(1, -(-n // PLOT_MAX_POINTS))  # ceil: the last point stays
+                first = (n - 1) % step
+                self.lines[v.roi].set_data(v.time_s[first:n:step], y[first:n:step])
             ax.relim()
             ax.autoscale_view()
-            self.canvas.draw_idle()
+            # drawn now, not idle: so its cost counts in the back-off below
+            self.canvas.draw()
             self.plot_updates += 1
         self._show_status(model)
         busy_ms = (time.perf_counter() - t0) * 1000.0 + late_ms
         self._plot_timer.setInterval(
-            int(min(PLOT_MAX_INTERVAL_MS, max(PLOT_INTERVAL_MS, 4 * busy_ms)))
+            int(
+                min(
+                    PLOT_MAX_INTERVAL_MS,
+                    max(PLOT_INTERVAL_MS, PLOT_BUSY_FACTOR * busy_ms),
+                )
+            )
         )
 
     def _draw_empty(self, text: str) -> None:
