@@ -56,6 +56,14 @@ bench: $(VENV)/.installed system-deps
 	$(BIN)/python benchmarks/bench_reader.py
 	$(BIN)/python benchmarks/bench_batch.py
 	scripts/with-display.sh $(BIN)/python benchmarks/bench_gui_recording.py
+	$(BIN)/python benchmarks/bench_video.py --markdown
+	$(BIN)/python benchmarks/bench_exact_tiff.py --markdown
+	$(BIN)/python benchmarks/bench_open_metadata.py
+	$(BIN)/python benchmarks/bench_experiment.py --markdown
+	scripts/with-display.sh $(BIN)/python benchmarks/bench_experiment_gui.py --markdown
+	scripts/with-display.sh $(BIN)/python benchmarks/bench_gui_recording.py \
+		--frames 1000 --size 1024 --live-rois 4 --markdown \
+		--results benchmarks/results/bench_live_traces.md
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT)
