@@ -26,11 +26,9 @@ from typing import Any, Literal
 
 from .errors import RecordingError
 from .sidecar import (
-    JOURNAL_SUFFIX,
-    SIDECAR_SUFFIX,
     _fsync_dir,
-    data_path_for,
     journal_path,
+    recording_path,
     sidecar_path,
     utc_now_iso,
     write_json_atomic,
@@ -322,12 +320,6 @@ def _count_frames(payload: dict[str, Any]) -> dict[str, int]:
     return {k: len(v) for k, v in payload.items() if isinstance(v, list)}
 
 
-def _resolve_data_path(path: Path) -> Path:
-    if path.name.endswith((JOURNAL_SUFFIX, SIDECAR_SUFFIX)):
-        return data_path_for(path)
-    return path
-
-
 def _read_sidecar(spath: Path) -> tuple[dict[str, Any] | None, str]:
     """The final sidecar if it is a readable JSON object, else (None, why not)."""
     if not spath.exists():
@@ -362,7 +354,7 @@ def recover(path: str | os.PathLike[str]) -> RecoveryReport:
 
 
 def _recover_files(path: str | os.PathLike[str]) -> RecoveryReport:
-    data = _resolve_data_path(Path(path))
+    data = recording_path(path)
     jpath, spath = journal_path(data), sidecar_path(data)
     report = RecoveryReport(data_path=data, sidecar=spath)
     final, state = _read_sidecar(spath)

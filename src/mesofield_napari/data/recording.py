@@ -34,7 +34,13 @@ from .frameindex import (
 )
 from .journal import legacy_payload, read_journal
 from .paths import split_extension, with_name_suffix
-from .sidecar import JOURNAL_SUFFIX, SIDECAR_SUFFIX, journal_path, sidecar_path
+from .sidecar import (
+    JOURNAL_SUFFIX,
+    SIDECAR_SUFFIX,
+    journal_path,
+    recording_path,
+    sidecar_path,
+)
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -604,14 +610,6 @@ def split_position_file(path: Path) -> tuple[Path, str] | None:
     return None
 
 
-def _data_path(path: Path) -> Path:
-    name = path.name
-    for suffix in (JOURNAL_SUFFIX, SIDECAR_SUFFIX):
-        if name.endswith(suffix):
-            return path.with_name(name[: -len(suffix)])
-    return path
-
-
 NOTES_SUFFIX = "_notes.txt"
 
 
@@ -664,7 +662,7 @@ def open_recording(path: str | os.PathLike[str]) -> Recording:
     given = Path(path)
     if given.is_dir():
         raise IsADirectoryError(f"{given} is a folder; use open_run()")
-    data = _data_path(given)
+    data = recording_path(given)
     only: str | None = None
     has_meta = sidecar_path(data).exists() or journal_path(data).exists()
     if not has_meta and (split := split_position_file(data)) is not None:
@@ -765,7 +763,7 @@ def find_recording_paths(folder: str | os.PathLike[str]) -> list[Path]:
         if name.startswith(".") or is_processed(p, folder) or not p.is_file():
             continue
         if name.endswith((SIDECAR_SUFFIX, JOURNAL_SUFFIX)):
-            found.setdefault(_data_path(p))
+            found.setdefault(recording_path(p))
         elif name.lower().endswith(DATA_EXTENSIONS):
             has = sidecar_path(p).exists() or journal_path(p).exists()
             if has or split_position_file(p) is None:

@@ -40,6 +40,15 @@ def data_path_for(metadata_path: str | os.PathLike[str]) -> Path:
     raise ValueError(f"{name!r} is not a frame-metadata sidecar or journal")
 
 
+def recording_path(path: str | os.PathLike[str]) -> Path:
+    """The data file a path stands for: its own path, or the one a sidecar/journal
+    belongs to (``x.ome.tiff_frame_metadata.json`` -> ``x.ome.tiff``)."""
+    try:
+        return data_path_for(path)
+    except ValueError:
+        return Path(path)
+
+
 def utc_now_iso() -> str:
     """ISO-8601 timestamp with an explicit UTC offset (never naive)."""
     # fixed width: isoformat() drops ".ffffff" on a whole second, and pandas then

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .paths import split_extension
-from .sidecar import JOURNAL_SUFFIX, SIDECAR_SUFFIX
+from .sidecar import recording_path
 
 DROP_FACTOR = 1.5  # an interval this much above the median counts as dropped frames
 
@@ -91,7 +91,7 @@ def summarize_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     from .recording import RecordingWarning, load_index, open_recording, run_notes
 
-    data = _data_path(Path(path))
+    data = recording_path(Path(path))
     problems: list[str] = []
     rec = None
     with warnings.catch_warnings():
@@ -171,14 +171,6 @@ def _undecodable(rec: Any) -> list[str]:
             except OSError as exc:
                 out.append(str(exc))
     return out
-
-
-def _data_path(path: Path) -> Path:
-    name = path.name
-    for suffix in (JOURNAL_SUFFIX, SIDECAR_SUFFIX):
-        if name.endswith(suffix):
-            return path.with_name(name[: -len(suffix)])
-    return path
 
 
 def find_recordings(folder: Path) -> list[Path]:
