@@ -1,7 +1,5 @@
 """``python -m mesofield_napari`` == the ``mesofield-napari`` command."""
 
-import sys
+from .cli import run
 
-from .cli import main
-
-sys.exit(main())
+run()
