@@ -42,11 +42,15 @@ def test_bad_gui_arguments_are_one_line_errors(argv, message, tmp_path, capsys):
 @pytest.mark.slow
 def test_scripted_gui_records_through_the_widget_and_saves_a_screenshot(tmp_path):
     out, shot = tmp_path / "runs", tmp_path / "shot.png"
+    # the user left the recorder in experiment mode last time
+    settings = tmp_path / "settings.ini"
+    settings.write_text("[General]\nmode=experiment\n")
     env = {
         **os.environ,
         # offline: fail icon downloads at once (connection refused) instead of DNS
         "HTTPS_PROXY": "http://127.0.0.1:9",
         "HTTP_PROXY": "http://127.0.0.1:9",
+        "MESOFIELD_NAPARI_SETTINGS": str(settings),
     }
     cmd = [
         sys.executable, "-m", "mesofield_napari", "gui",
@@ -64,6 +68,8 @@ def test_scripted_gui_records_through_the_widget_and_saves_a_screenshot(tmp_path
     img = cv2.imread(str(shot))
     assert img is not None and img.shape[0] > 300 and img.shape[1] > 400
     assert len(np.unique(img.reshape(-1, 3), axis=0)) > 50  # a real window, not blank
+    # --record-frames recorded (and showed) the single-camera recorder
+    assert "mode=single" in settings.read_text()
 
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "experiment")

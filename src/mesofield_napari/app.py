@@ -169,6 +169,7 @@ def script_recording(
     from qtpy.QtCore import QTimer
 
     assert opts.record_frames is not None and opts.out is not None
+    recorder.set_mode("single")  # whatever mode the user left the recorder in
     recorder.root_edit.setText(os.fspath(opts.out))
     recorder.subject_edit.setText(opts.subject)
     recorder.session_edit.setText(opts.session)
