@@ -632,14 +632,16 @@ class RecorderWidget(QWidget):
         if st.state != "recording":
             return
         fps = f"{st.acquisition_fps:.1f}" if st.acquisition_fps else "?"
+        until_stop = not st.frames_planned
+        of = " (until Stop)" if until_stop else f" of {st.frames_planned}"
+        left = "" if until_stop else f"run left {_fmt_seconds(st.run_time_left_s)}  ·  "
         lines = [
             f"{st.run_name}",
             f"frames {st.frames_acquired} acquired, {st.frames_written} written"
-            f" of {st.frames_planned}  ·  {fps} fps",
+            f"{of}  ·  {fps} fps",
             f"writer queue {st.queue_fill:.0%}  ·  back-pressure {st.backpressure_events}"
             f"  ·  lost {st.frames_lost}",
-            f"disk {_fmt_bytes(st.free_bytes)} free  ·  run left"
-            f" {_fmt_seconds(st.run_time_left_s)}  ·  disk full in"
+            f"disk {_fmt_bytes(st.free_bytes)} free  ·  {left}disk full in"
             f" {_fmt_seconds(st.disk_time_left_s)}",
         ]
         lines += [f"⚠ {w}" for w in st.warnings]
