@@ -7,7 +7,7 @@ from .journal import RecoveryReport, recover
 from .recording import Recording, open_recording, open_run
 from .sidecar import JOURNAL_SUFFIX, SIDECAR_SUFFIX, journal_path, sidecar_path
 from .video import CV2Writer
-from .writer import CustomWriter, WriterStats
+from .writer import CustomWriter, WriterStats, endless_timelapse
 
 __all__ = [
     "JOURNAL_SUFFIX",
@@ -18,6 +18,7 @@ __all__ = [
     "RecordingError",
     "RecoveryReport",
     "WriterStats",
+    "endless_timelapse",
     "journal_path",
     "open_recording",
     "open_run",
