@@ -387,3 +387,59 @@ def test_mesofield_sample_records_here(tmp_path):
     assert "/func/" in files["dev2"]["path"]  # its output.bids_type
     assert files["dev"]["frames"] == 30  # 0.3 s at the default 10 ms exposure
     assert tifffile.imread(files["dev"]["path"]).shape == (30, 512, 512)
+
+
+# ---------------------------------------------------------------- a lent core
+def test_primary_records_on_a_lent_core_and_leaves_it_loaded(tmp_path):
+    """In napari the primary may be napari-micromanager's own core: the run records
+    on it as it is set up (size, exposure) and leaves its devices loaded."""
+    from mesofield_napari.experiment import lendable_cores
+    from mesofield_napari.sim import create_sim_core, sim_camera
+
+    exp = load_experiment(write_experiment(tmp_path / "exp", THREE_DEVICES, 0.5))
+    core = create_sim_core((40, 56), exposure_ms=10.0)  # not the YAML's 48x64 @ 40
+    lent = lendable_cores(exp, core)
+    assert lent == {"mesoscope": core}
+    run = ExperimentRun(exp, out=tmp_path / "out", cores=lent)
+    run.open()
+    run.start()
+    assert run.wait(60)
+    result = run.result()
+    assert result["ok"], result["errors"]
+    (meso,) = [f for f in result["files"] if f["device_id"] == "mesoscope"]
+    data = tifffile.imread(meso["path"])
+    assert data.shape[1:] == (40, 56)  # the lent core's camera, not a new one
+    assert data.shape[0] == round(0.5 * 100)  # duration x the core's own 100 fps
+    cam = sim_camera(core)
+    meta = json.loads(Path(meso["sidecar"]).read_text())["p0"]
+    first = sim_index(meta[0])
+    np.testing.assert_array_equal(data[-1], cam.frame(first + len(data) - 1))
+    assert core.getCameraDevice() == "MesoCam"  # still loaded for its owner
+    core.snapImage()
+    assert core.getImage().shape == (40, 56)
+
+
+def test_only_the_primarys_own_camera_is_lent(tmp_path):
+    from pymmcore_plus.experimental.unicore import UniMMCore
+
+    from mesofield_napari.devices import DeviceError
+    from mesofield_napari.experiment import lendable_cores
+    from mesofield_napari.sim import create_sim_core
+
+    exp = load_experiment(write_experiment(tmp_path / "exp", THREE_DEVICES))
+    assert lendable_cores(exp, None) == {}
+    assert lendable_cores(exp, UniMMCore()) == {}  # no simulated camera in it
+    with_config = THREE_DEVICES.replace(
+        "    fps: 40\n",
+        f"    fps: 40\n    configuration_path: {tmp_path / 'rig.cfg'}\n",
+    )
+    (tmp_path / "rig.cfg").write_text("# a rig\n")
+    exp2 = load_experiment(write_experiment(tmp_path / "exp2", with_config))
+    core = create_sim_core((16, 16), exposure_ms=0)
+    assert lendable_cores(exp2, core) == {}  # it did not load rig.cfg
+    core.startContinuousSequenceAcquisition(0)  # the user is in live view
+    try:
+        with pytest.raises(DeviceError, match="busy"):
+            lendable_cores(exp, core)
+    finally:
+        core.stopSequenceAcquisition()

@@ -216,3 +216,33 @@ def test_run_hands_newest_frames_and_device_rows_to_a_view(rig, tmp_path):
     assert rows["encoder"]["kind"] == "encoder (wheel)"
     assert (rows["mesoscope"]["frames"], rows["thorcam"]["frames"]) == (10, 15)
     assert all(r["state"] == "done" and r["lost"] == 0 for r in rows.values())
+
+
+def test_primary_records_on_napari_micromanagers_core(viewer, rig, tmp_path, qtbot):
+    """napari-micromanager drives the simulated camera, the primary's camera: the
+    widefield is recorded on that core (its size), whose MDA layer stays off."""
+    from mesofield_napari._widgets._micromanager import open_main_window
+    from mesofield_napari.sim import create_sim_core
+
+    console = getattr(viewer.window._qt_viewer, "console", None)
+    if console is not None and not hasattr(console, "push"):
+        console.push = lambda *a, **k: None  # napari-micromanager pushes its core
+    core = create_sim_core((32, 40), exposure_ms=20.0)  # 50 fps
+    win = open_main_window(viewer, core)
+    try:
+        panel = docked_panel(viewer)
+        assert panel.load(rig)
+        panel.output_edit.setText(str(tmp_path / "exp"))
+        with qtbot.waitSignal(panel.finished, timeout=FINISH_MS) as blocker:
+            panel.record_button.click()
+        result = blocker.args[0]
+        assert result["ok"], result["errors"]
+        assert set(panel.lent_cores) == {"mesoscope"}
+        (tiff,) = (tmp_path / "exp").rglob("*_meso.ome.tiff")
+        # napari-micromanager's camera: 32x40, at its own 50 fps for 1.5 s
+        assert tifffile.imread(tiff).shape == (75, 32, 40)
+        assert not any(lyr.name.startswith("Exp") for lyr in viewer.layers)
+        assert core.getCameraDevice() == "MesoCam"  # still napari-micromanager's
+    finally:
+        core.mda.cancel()
+        win._cleanup()

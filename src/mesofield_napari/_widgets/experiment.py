@@ -7,8 +7,10 @@ back-off, fixed contrast — only *display* frames are skipped, never written on
 device table refreshed twice a second, and at the end every camera's file reopened
 through the reader.
 
-The experiment's cameras run on their own cores (one per Micro-Manager camera, built
-by :mod:`mesofield_napari.experiment.run`); napari-micromanager's core is left alone.
+The primary camera records on the core napari-micromanager drives when that core drives
+the primary's camera (same configuration file, or both the built-in simulated camera;
+its MDA layer is switched off for the run, as the single-camera recorder does); every
+other Micro-Manager camera gets a core of its own (:mod:`mesofield_napari.experiment.run`).
 Opening, starting, stopping and finalizing the devices all happen on a worker thread,
 so the GUI never waits on a device; only closing the panel (or napari) mid-run waits,
 bounded, for the files to be finalized.
@@ -44,7 +46,13 @@ from qtpy.QtWidgets import (
 )
 
 from ..devices import DeviceError
-from ..experiment import Experiment, ExperimentError, ExperimentRun, load_experiment
+from ..experiment import (
+    Experiment,
+    ExperimentError,
+    ExperimentRun,
+    lendable_cores,
+    load_experiment,
+)
 from ._live import (
     LIVE_INTERVAL_MS,
     CloseWatcher,
@@ -53,6 +61,7 @@ from ._live import (
     show_live,
 )
 from ._live import SETTINGS_ENV as SETTINGS_ENV  # re-exported: where settings go
+from ._micromanager import display_suppressed, find_main_window
 
 if TYPE_CHECKING:
     import napari
@@ -89,6 +98,8 @@ class ExperimentPanel(QWidget):
         self._worker: threading.Thread | None = None
         self._stop_wanted = threading.Event()
         self._closed = False
+        self.lent_cores: dict[str, Any] = {}  # napari-micromanager's, for the primary
+        self._suppressed = contextlib.ExitStack()  # its MDA layer off while we record
         self._settings = settings if settings is not None else settings_store()
         self._build_ui()
         self._run_done.connect(self._on_run_done)
@@ -186,8 +197,9 @@ class ExperimentPanel(QWidget):
             Qt.TextInteractionFlag.TextSelectableByMouse
         )
         note = QLabel(
-            "Each camera records on its own core; napari-micromanager's core is "
-            "not used in this mode."
+            "The primary camera records on napari-micromanager's core when that "
+            "core drives it (same configuration, or both the simulated camera); "
+            "every other camera on a core of its own."
         )
         note.setWordWrap(True)
         note.setStyleSheet("color: gray")
@@ -356,7 +368,9 @@ class ExperimentPanel(QWidget):
         exp = self.experiment
         assert exp is not None
         out = Path(self.output_edit.text().strip()).expanduser()
+        mm = find_main_window(self.window())
         try:
+            lent = lendable_cores(exp, mm.core if mm is not None else None)
             out.mkdir(parents=True, exist_ok=True)
             run = ExperimentRun(
                 exp,
@@ -365,10 +379,14 @@ class ExperimentPanel(QWidget):
                 task=self.task_edit.text().strip(),
                 duration=self.duration_spin.value(),
                 out=out,
+                cores=lent,
             )
-        except (ExperimentError, ValueError, OSError) as exc:
+        except (ExperimentError, DeviceError, ValueError, OSError) as exc:
             self._show_error(str(exc))
             return False
+        self.lent_cores = lent
+        for core in lent.values():  # napari-micromanager must not copy our frames
+            self._suppressed.enter_context(display_suppressed(self.window(), core))
         self._save_settings()
         self.run = run
         self.last_result = None
@@ -401,6 +419,7 @@ class ExperimentPanel(QWidget):
         if (worker := self._worker) is not None:
             worker.join(timeout)
         with contextlib.suppress(RuntimeError):  # Qt side already deleted at exit
+            self._suppressed.close()
             self._live_timer.stop()
             self._table_timer.stop()
 
@@ -449,6 +468,7 @@ class ExperimentPanel(QWidget):
         result, error = payload
         if self._worker is not None:
             self._worker.join(5.0)  # it only has to return after the emit
+        self._suppressed.close()  # napari-micromanager's MDA layer back on
         self._live_timer.stop()
         self._table_timer.stop()
         if self._closed:

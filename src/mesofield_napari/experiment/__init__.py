@@ -15,7 +15,7 @@ from .config import (
     load_experiment,
     resolve_target,
 )
-from .run import ExperimentRun
+from .run import ExperimentRun, lendable_cores
 
 __all__ = [
     "CameraSpec",
@@ -23,6 +23,7 @@ __all__ = [
     "Experiment",
     "ExperimentError",
     "ExperimentRun",
+    "lendable_cores",
     "load_experiment",
     "resolve_target",
 ]

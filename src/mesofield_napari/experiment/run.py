@@ -28,6 +28,7 @@ import contextlib
 import math
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -149,6 +150,41 @@ def camera_core(spec: CameraSpec, seed: int = 0) -> CMMCorePlus:
     return core
 
 
+def lendable_cores(
+    experiment: Experiment, core: CMMCorePlus | None
+) -> dict[str, CMMCorePlus]:
+    """``{primary id: core}`` when ``core`` (napari-micromanager's) drives the
+    experiment's primary camera, else ``{}``.
+
+    It does when it loaded the primary's ``configuration_path``, or — for a primary
+    without one — when both are the built-in simulated camera. A core busy with live
+    view or another acquisition is not lent (:class:`DeviceError`): recording on it
+    would fight the user's own use.
+    """
+    from ..sim import sim_camera
+
+    spec = experiment.primary
+    if core is None or not isinstance(spec, CameraSpec):
+        return {}
+    if spec.backend != "micromanager":
+        return {}
+    if spec.configuration_path is not None:
+        loaded = core.systemConfigurationFile() or ""
+        same = (
+            bool(loaded) and Path(loaded).resolve() == spec.configuration_path.resolve()
+        )
+    else:
+        same = sim_camera(core) is not None  # type: ignore[arg-type]
+    if not same:
+        return {}
+    if core.mda.is_running() or core.isSequenceRunning():
+        raise DeviceError(
+            f"{spec.id}: napari-micromanager's camera is busy (live view or an MDA); "
+            "stop it, then Record"
+        )
+    return {spec.id: core}
+
+
 class MMCamera:
     """A Micro-Manager camera: its own core, an MDA thread, one attached writer."""
 
@@ -173,11 +209,16 @@ class MMCamera:
         self._t0: float | None = None
         self._t1: float | None = None
         self.tap = FrameTap()
+        self.owns_core = True  # False: someone else's core (napari-micromanager's)
 
     @property
     def fps(self) -> float:
+        """The nominal rate: the YAML's ``fps``; a lent core's own exposure decides."""
         exposure = float(self.core.getExposure())
-        return self.spec.fps or (1000.0 / exposure if exposure > 0 else 100.0)
+        by_exposure = 1000.0 / exposure if exposure > 0 else 100.0
+        if not self.owns_core:
+            return by_exposure
+        return self.spec.fps or by_exposure
 
     def _sequence_started(self, *args: Any) -> None:
         self._t0 = time.perf_counter()
@@ -237,6 +278,8 @@ class MMCamera:
             self.writer.close()  # no-op unless the sequence never finished
 
     def shutdown(self) -> None:
+        if not self.owns_core:  # still in use by whoever lent it
+            return
         with contextlib.suppress(Exception):
             self.core.unloadAllDevices()
 
@@ -274,6 +317,11 @@ class ExperimentRun:
     out
         The experiment folder to write into (default: ``experiment_directory``,
         else the folder of the experiment files).
+    cores
+        Cores already running for ``micromanager`` cameras, by camera id (in napari:
+        the one napari-micromanager drives, when its camera is the primary). The run
+        records on them as they are set up and leaves their devices loaded; every
+        other ``micromanager`` camera gets a core of its own.
     """
 
     def __init__(
@@ -286,8 +334,10 @@ class ExperimentRun:
         duration: float | None = None,
         out: str | Path | None = None,
         max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
+        cores: Mapping[str, CMMCorePlus] | None = None,
     ) -> None:
         self.experiment = experiment
+        self._given_cores = dict(cores or {})
         sid, meta = experiment.subject(subject)
         self.subject = sid
         self.session = str(session if session is not None else meta.get("session", 1))
@@ -411,8 +461,10 @@ class ExperimentRun:
     def _open_devices(self) -> None:
         for i, spec in enumerate(self.experiment.cameras):
             if spec.backend == "micromanager":
-                core = camera_core(spec, seed=i)
+                shared = self._given_cores.get(spec.id)
+                core = shared if shared is not None else camera_core(spec, seed=i)
                 cam = MMCamera(spec, core, 0, self._device_failed, self._device_done)
+                cam.owns_core = shared is None
                 cam.frames = self.frames_for(cam.fps)
                 self._plan.cameras[spec.id] = cam
             else:
