@@ -137,3 +137,12 @@ def manifest_view(path: str | os.PathLike[str]) -> dict[str, Any]:
         "ended_at": manifest.ended_at,
         "producers": manifest.producers,
     }
+
+
+def accept_console_pushes(viewer: Any) -> Any:
+    """napari-micromanager pushes its core into napari's console, which the test
+    viewer's stand-in console lacks: give it a ``push`` that does nothing."""
+    console = getattr(viewer.window._qt_viewer, "console", None)
+    if console is not None and not hasattr(console, "push"):
+        console.push = lambda *a, **k: None
+    return viewer

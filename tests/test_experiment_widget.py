@@ -16,6 +16,7 @@ import pytest
 import tifffile
 from mesokit_schema import iter_sessions
 
+from _helpers import accept_console_pushes
 from mesofield_napari._widgets import experiment as experiment_mod
 from mesofield_napari._widgets.experiment import ExperimentPanel
 from mesofield_napari._widgets.recorder import RecorderWidget
@@ -224,9 +225,7 @@ def test_primary_records_on_napari_micromanagers_core(viewer, rig, tmp_path, qtb
     from mesofield_napari._widgets._micromanager import open_main_window
     from mesofield_napari.sim import create_sim_core
 
-    console = getattr(viewer.window._qt_viewer, "console", None)
-    if console is not None and not hasattr(console, "push"):
-        console.push = lambda *a, **k: None  # napari-micromanager pushes its core
+    accept_console_pushes(viewer)
     core = create_sim_core((32, 40), exposure_ms=20.0)  # 50 fps
     win = open_main_window(viewer, core)
     try:

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import tifffile
 
+from _helpers import accept_console_pushes
 from mesofield_napari._widgets import recorder as recorder_mod
 from mesofield_napari._widgets._micromanager import open_main_window
 from mesofield_napari._widgets.recorder import RecorderWidget
@@ -27,11 +28,7 @@ def _private_settings(tmp_path, monkeypatch):
 
 @pytest.fixture
 def viewer(make_napari_viewer):
-    v = make_napari_viewer()
-    console = getattr(v.window._qt_viewer, "console", None)
-    if console is not None and not hasattr(console, "push"):
-        console.push = lambda *a, **k: None  # napari-micromanager pushes its core
-    return v
+    return accept_console_pushes(make_napari_viewer())
 
 
 @pytest.fixture

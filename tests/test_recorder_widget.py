@@ -13,7 +13,7 @@ import pytest
 import tifffile
 import useq
 
-from _helpers import read_json, wait_until
+from _helpers import accept_console_pushes, read_json, wait_until
 from mesofield_napari._widgets import recorder as recorder_mod
 from mesofield_napari._widgets._micromanager import find_main_window, open_main_window
 from mesofield_napari._widgets.recorder import RecorderWidget
@@ -31,13 +31,7 @@ def _private_settings(tmp_path, monkeypatch):
 
 @pytest.fixture
 def viewer(make_napari_viewer):
-    v = make_napari_viewer()
-    # napari-micromanager pushes its core into napari's console, which the test
-    # fixture's stand-in console lacks
-    console = getattr(v.window._qt_viewer, "console", None)
-    if console is not None and not hasattr(console, "push"):
-        console.push = lambda *a, **k: None
-    return v
+    return accept_console_pushes(make_napari_viewer())
 
 
 @pytest.fixture
