@@ -41,7 +41,7 @@ def _av_gray(path: Path) -> list[np.ndarray]:
             for packet in container.demux(stream):
                 out += [f.to_ndarray(format="gray") for f in packet.decode()]
         except av.FFmpegError:
-            pass
+            return out  # a killed file ends mid-packet: the frames before it count
     return out
 
 

@@ -30,7 +30,7 @@ from ._pipeline import (
     WriterStats,
 )
 from ._signals import connect_direct
-from .clock import frame_clock
+from .clock import frame_clock, local_iso
 from .errors import RecordingError
 from .journal import FrameJournal, Mode, write_sidecar_from_journal
 from .paths import with_name_suffix
@@ -38,7 +38,6 @@ from .sidecar import (
     journal_path,
     sidecar_path,
     to_jsonable,
-    utc_now_iso,
     write_json_atomic,
 )
 from .tiff_layout import pause_point
@@ -74,7 +73,7 @@ class QueuedWriterMixin:
         self._journal: FrameJournal | None = None
         self._io_lock = threading.Lock()  # guards file handles vs. the flusher thread
         self._frames_by_position: dict[str, int] = {}
-        self.started_at: str | None = None  # UTC ISO-8601, first sequence/begin
+        self.started_at: str | None = None  # local ISO-8601 with offset
         self.stopped_at: str | None = None
         self._pipeline = FramePipeline(
             Path(self._filename).name,
@@ -130,7 +129,7 @@ class QueuedWriterMixin:
             seq = useq.MDASequence()
         super().sequenceStarted(seq, meta)  # type: ignore[misc]
         self._frames_by_position = {}
-        self.started_at, self.stopped_at = utc_now_iso(), None
+        self.started_at, self.stopped_at = local_iso(), None
         self._pipeline.start()
         self._pipeline.put_command("open_journal", "mda")
 
@@ -149,7 +148,7 @@ class QueuedWriterMixin:
             return
         self._pipeline.put_command("finish", seq)
         self._pipeline.stop()
-        self.stopped_at = utc_now_iso()
+        self.stopped_at = local_iso()
         if self.error is not None:
             logger.error("%s", self.error)
 

@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .clock import local_iso
 from .errors import RecordingError
 from .sidecar import (
     _fsync_dir,
     journal_path,
     recording_path,
     sidecar_path,
-    utc_now_iso,
     write_json_atomic,
 )
 from .tiff_layout import TiffLayout, finish_exact, pause_point
@@ -61,7 +61,7 @@ class FrameJournal:
             "version": 1,
             "mode": mode,
             "data_file": Path(data_file).name,
-            "started": utc_now_iso(),
+            "started": local_iso(),
             **(extra or {}),
         }
         self._write(header)

@@ -59,20 +59,6 @@ def escape_note(text: str) -> str:
     )
 
 
-def to_local_iso(stamp: str | None) -> str:
-    """An ISO stamp (any offset) as local time with its offset; '' for None."""
-    if not stamp:
-        return ""
-    try:
-        return (
-            _dt.datetime.fromisoformat(stamp)
-            .astimezone()
-            .isoformat(timespec="microseconds")
-        )
-    except ValueError:
-        return stamp
-
-
 def writer_kind(writer: Writer) -> str:
     if isinstance(writer, CustomWriter):
         return "tiff"
@@ -98,8 +84,8 @@ def describe_writer(writer: Writer) -> list[dict[str, Any]]:
             "journal": str(writer.journal_path)
             if writer.journal_path.exists()
             else None,
-            "started": to_local_iso(writer.started_at) or None,
-            "stopped": to_local_iso(writer.stopped_at) or None,
+            "started": writer.started_at,
+            "stopped": writer.stopped_at,
             "frames_lost": writer.stats.frames_lost,
             "backpressure_events": writer.stats.backpressure_events,
         }
@@ -376,8 +362,8 @@ class RunManager:
                 rows.append(
                     [
                         device_id,
-                        to_local_iso(writer.started_at),
-                        to_local_iso(writer.stopped_at),
+                        writer.started_at or "",
+                        writer.stopped_at or "",
                     ]
                 )
         for device_id, (started, stopped) in self._devices.items():

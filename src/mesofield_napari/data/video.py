@@ -221,7 +221,7 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
             "count": 0,
             "lock": threading.Lock(),
         }
-        self.started_at, self.stopped_at = utc_now_iso(), None
+        self.started_at, self.stopped_at = local_iso(), None
         self._pipeline.start()
         self._pipeline.call(
             "open_direct_journal", {"fps": self._fps, "codec": self.fourcc}
@@ -259,7 +259,7 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
         finally:
             self._pipeline.stop()
             self._direct = None
-            self.stopped_at = utc_now_iso()
+            self.stopped_at = local_iso()
         self.raise_if_failed()
         return self.sidecar_path
 
