@@ -19,7 +19,7 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -427,7 +427,9 @@ class RecordingSession:
         if (active := self._active) is not None:
             active.cancelled = True
 
-    def _run_timelapse(self, sequence: useq.MDASequence) -> None:
+    def _run_timelapse(
+        self, sequence: useq.MDASequence | Iterable[useq.MDAEvent]
+    ) -> None:
         """The acquisition thread of our own time-lapse.
 
         ``core.mda.run`` raises *after* ``sequenceFinished`` (the outcome is already

@@ -287,7 +287,8 @@ class RunManager:
         clock = device_id not in self._clock_devices
         if clock:
             self._clock_devices.add(device_id)
-            writer.frame_listener = partial(self._camera_row, device_id)
+            # (ImageNumber, device time) of each frame -> a row of the run's clock
+            writer.frame_listener = partial(self.queue.push, device_id)
         self._producers.append(
             Producer(
                 device_id=device_id,
@@ -322,9 +323,6 @@ class RunManager:
     def push(self, device_id: str, payload: Any, device_ts: Any = None) -> None:
         """Add a packet to the run's data queue (logged to ``beh/..._dataqueue.csv``)."""
         self.queue.push(device_id, payload, device_ts)
-
-    def _camera_row(self, device_id: str, image_number: Any, device_ts: Any) -> None:
-        self.queue.push(device_id, image_number, device_ts)
 
     # ------------------------------------------------------------ notes
     def add_note(self, text: str) -> str:
