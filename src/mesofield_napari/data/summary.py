@@ -21,14 +21,6 @@ from .sidecar import recording_path
 DROP_FACTOR = 1.5  # an interval this much above the median counts as dropped frames
 
 
-def load_frame_metadata(data: Path) -> tuple[dict[str, Any], str]:
-    """The legacy sidecar payload and its state: final / journal / corrupt / missing."""
-    from .recording import load_metadata
-
-    payload, state, _ = load_metadata(data)
-    return payload, state
-
-
 def frame_entries(payload: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Per-position lists of frame dicts (direct mode: one list, ``frame_metadatas``)."""
     frames = payload.get("frame_metadatas")
