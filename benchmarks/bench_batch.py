@@ -40,7 +40,7 @@ def make_recording(folder: Path, frames: int, size: int) -> Path:
     )
     # mesoscope-like content (vessels, vignetting, calcium transients, shot noise)
     # from the simulated camera: encoders and traces see realistic frames, not noise
-    from mesofield_napari.sim import SimulatedMesoscopeCamera
+    from mesofield_napari.devices.sim_camera import SimulatedMesoscopeCamera
 
     cam = SimulatedMesoscopeCamera((size, size), exposure_ms=0.0)
     for i in range(frames):

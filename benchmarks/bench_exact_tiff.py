@@ -59,7 +59,7 @@ RSS_FRAMES, RSS_SIDE = 50_000, 64
 def _workload(side: int, n_meta: int = 16) -> tuple[list[np.ndarray], list[dict]]:
     from pymmcore_plus.metadata import frame_metadata
 
-    from mesofield_napari.sim import create_sim_core, sim_camera
+    from mesofield_napari.devices.sim_camera import create_sim_core, sim_camera
 
     core = create_sim_core((side, side), exposure_ms=0)
     cam = sim_camera(core)
@@ -126,8 +126,8 @@ def bench_stop(folder: Path) -> dict[str, float]:
 def _run_grow(folder: Path, frames: list, metas: list, kind: str) -> float:
     import useq
 
+    from mesofield_napari.acquisition import endless_timelapse
     from mesofield_napari.data import CustomWriter
-    from mesofield_napari.data.writer import endless_timelapse
 
     _fresh(folder)
     n = GROW_FRAMES
@@ -168,7 +168,7 @@ sys.path.insert(0, sys.argv[1])
 import numpy as np
 from mesofield_napari.data import CustomWriter
 from pymmcore_plus.metadata import frame_metadata
-from mesofield_napari.sim import create_sim_core
+from mesofield_napari.devices.sim_camera import create_sim_core
 n, side, path = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 core = create_sim_core((side, side), exposure_ms=0)
 base = dict(frame_metadata(core, runner_time_ms=0.0))

@@ -158,7 +158,7 @@ def inspect_run(outcome: Any, camera_frames: int) -> dict[str, Any]:
     import numpy as np
     import tifffile
 
-    from mesofield_napari.data.recording import open_recording
+    from mesofield_napari.data.reader.recording import open_recording
 
     res: dict[str, Any] = {
         "camera_frames": camera_frames,
@@ -229,8 +229,8 @@ class _RssSampler:
 
 # --------------------------------------------------------------------------- children
 def child_headless(size: int, frames: int, out: Path) -> dict[str, Any]:
-    from mesofield_napari.recorder import RecorderSettings, RecordingSession
-    from mesofield_napari.sim import create_sim_core, sim_camera
+    from mesofield_napari.devices.sim_camera import create_sim_core, sim_camera
+    from mesofield_napari.models.recorder import RecorderSettings, RecordingSession
 
     core = create_sim_core((size, size), exposure_ms=0)
     cam = sim_camera(core)
@@ -316,7 +316,7 @@ def child_gui(
 
     from mesofield_napari._widgets.recorder import SETTINGS_ENV
     from mesofield_napari.app import build_window
-    from mesofield_napari.sim import create_sim_core, sim_camera
+    from mesofield_napari.devices.sim_camera import create_sim_core, sim_camera
 
     os.environ[SETTINGS_ENV] = os.fspath(out / "recorder-settings.ini")
     _icons_offline()

@@ -89,7 +89,7 @@ def write_recording(folder: Path, size: int, frames: int) -> Path:
     import useq
 
     from mesofield_napari.data import CustomWriter
-    from mesofield_napari.sim import SimulatedMesoscopeCamera
+    from mesofield_napari.devices.sim_camera import SimulatedMesoscopeCamera
 
     camera = SimulatedMesoscopeCamera((size, size), exposure_ms=0)
     bank = [camera.frame(i) for i in range(DISTINCT_FRAMES)]
@@ -183,7 +183,7 @@ def child(reader: str, path: Path, size: int, n_random: int) -> dict[str, Any]:
 
     from mesofield_napari._reader import read_recordings
     from mesofield_napari.data import open_recording
-    from mesofield_napari.sim import SimulatedMesoscopeCamera
+    from mesofield_napari.devices.sim_camera import SimulatedMesoscopeCamera
 
     if reader == "napari":
         from napari_builtins.io import napari_get_reader

@@ -163,7 +163,7 @@ class Workload:
 def make_workload(size: int) -> Workload:
     from pymmcore_plus.metadata import frame_metadata, summary_metadata
 
-    from mesofield_napari.sim import (
+    from mesofield_napari.devices.sim_camera import (
         CAMERA_LABEL,
         SimulatedMesoscopeCamera,
         create_sim_core,
@@ -284,7 +284,7 @@ def run_custom(work: Workload, out: Path, n: int) -> Run:
 
 
 def run_upstream(work: Workload, out: Path, n: int) -> Run:
-    from mesofield_napari.data._upstream import OMETiffWriter
+    from mesofield_napari.data.writer._upstream import OMETiffWriter
 
     path = out / "upstream.ome.tif"
     writer = OMETiffWriter(path)

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         import napari
 
         from mesofield_napari._widgets.recorder import RecorderWidget
-        from mesofield_napari.sim import create_sim_core, sim_camera
+        from mesofield_napari.devices.sim_camera import create_sim_core, sim_camera
 
         viewer = napari.Viewer(title="mesofield: live traces", show=True)
         viewer.window._qt_window.resize(1300, 860)

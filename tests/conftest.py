@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 from _helpers import SHAPE
-from mesofield_napari.sim import create_sim_core, sim_camera
+from mesofield_napari.devices.sim_camera import create_sim_core, sim_camera
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from pymmcore_plus.experimental.unicore import UniMMCore
 
-    from mesofield_napari.sim import SimulatedMesoscopeCamera
+    from mesofield_napari.devices.sim_camera import SimulatedMesoscopeCamera
 
 
 @pytest.fixture(autouse=True, scope="session")

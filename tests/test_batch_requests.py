@@ -10,7 +10,7 @@ import pytest
 
 from _synthetic import SHAPE, traced_stack, write_recording
 from mesofield_napari.data.batch import dff_trace, mean_trace
-from mesofield_napari.data.batch.requests import (
+from mesofield_napari.models.batch_export import (
     DEFAULT_PATTERN,
     OPTIONS,
     LatestProgress,
@@ -292,7 +292,7 @@ def test_execute_dff_reads_the_csv_when_results_are_remote(recs, tmp_path) -> No
     assert trace.quantity == "dF/F" and len(trace.values) == N
     # as after a dask run: JobResult.results are dropped, the CSV is read instead
     out.summary.jobs[0].results = []
-    from mesofield_napari.data.batch.requests import traces_from_summary
+    from mesofield_napari.models.batch_export import traces_from_summary
 
     (again,) = traces_from_summary(out.summary)
     np.testing.assert_allclose(again.values, trace.values, rtol=1e-8)

@@ -22,10 +22,10 @@ from qtpy.QtCore import Qt, QTimer
 
 from _synthetic import SHAPE, traced_stack, write_recording
 from mesofield_napari._widgets.batch_export import BatchExportWidget
-from mesofield_napari.acquire import record, timelapse
+from mesofield_napari.acquisition.timelapse import record, timelapse
 from mesofield_napari.data import CustomWriter
 from mesofield_napari.data.batch import mean_trace
-from mesofield_napari.data.batch import requests as batch_requests
+from mesofield_napari.models import batch_export as batch_requests
 
 PLUGIN = "mesofield-napari"
 N = 24

@@ -22,7 +22,7 @@ from _helpers import (
     wait_until,
 )
 from mesofield_napari.cli import main
-from mesofield_napari.data.summary import dropped_frames, frame_times_s
+from mesofield_napari.data.reader.summary import dropped_frames, frame_times_s
 
 N, H, W = 5, 24, 40
 NOTES = ["first note", "second, with a comma"]

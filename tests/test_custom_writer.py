@@ -23,12 +23,12 @@ from mesofield_napari.data import (
     journal_path,
     sidecar_path,
 )
-from mesofield_napari.data._signals import connect_direct
+from mesofield_napari.data.writer.signals import connect_direct
 
 if TYPE_CHECKING:
     from pymmcore_plus.experimental.unicore import UniMMCore
 
-    from mesofield_napari.sim import SimulatedMesoscopeCamera
+    from mesofield_napari.devices.sim_camera import SimulatedMesoscopeCamera
 
 N = 6
 

@@ -31,16 +31,16 @@ from _helpers import (
     timelapse,
     wait_until,
 )
+from mesofield_napari.acquisition import endless_timelapse
 from mesofield_napari.data import (
     CustomWriter,
     journal_path,
     recover,
     sidecar_path,
 )
-from mesofield_napari.data._signals import connect_direct
-from mesofield_napari.data.journal import legacy_payload, read_journal
-from mesofield_napari.data.writer import endless_timelapse
-from mesofield_napari.sim import SimulatedMesoscopeCamera
+from mesofield_napari.data.formats.journal import legacy_payload, read_journal
+from mesofield_napari.data.writer.signals import connect_direct
+from mesofield_napari.devices.sim_camera import SimulatedMesoscopeCamera
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -339,9 +339,9 @@ def test_recover_message_without_sidecar_or_journal(tmp_path: Path) -> None:
 # ----------------------------------------------------------------- killed while finishing
 FINISH_CHILD = """
 import sys, useq
-from mesofield_napari.sim import create_sim_core
+from mesofield_napari.devices.sim_camera import create_sim_core
 from mesofield_napari.data import CustomWriter
-from mesofield_napari.data.writer import endless_timelapse
+from mesofield_napari.acquisition import endless_timelapse
 path, mode, stop = sys.argv[1], sys.argv[2], int(sys.argv[3])
 core = create_sim_core((48, 64), exposure_ms=0)
 writer = CustomWriter(path)
@@ -432,9 +432,9 @@ import json, os, resource, signal, sys
 limit, target = int(sys.argv[1]), sys.argv[2]
 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes fail with EFBIG instead
-from mesofield_napari.sim import create_sim_core
+from mesofield_napari.devices.sim_camera import create_sim_core
 from mesofield_napari.data import CustomWriter, RecordingError
-from mesofield_napari.data.writer import endless_timelapse
+from mesofield_napari.acquisition import endless_timelapse
 core = create_sim_core((48, 64), exposure_ms=0)
 writer = CustomWriter(target)
 with writer.attached(core):

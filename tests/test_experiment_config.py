@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from mesofield_napari.cli_experiment import record_experiment
-from mesofield_napari.experiment import ExperimentError, load_experiment
+from mesofield_napari.experiment import (
+    ExperimentError,
+    load_experiment,
+    record_experiment,
+)
 
 SAMPLE = Path(__file__).parent / "data" / "mesofield_sample"
 

@@ -20,14 +20,14 @@ from mesofield.datakit.core import Dataset
 from mesokit_schema import find_files, iter_sessions
 
 from _helpers import read_video, sim_index, wait_until
-from mesofield_napari.cli_experiment import record_experiment
-from mesofield_napari.data.codecs import ContrastMapping
+from mesofield_napari.data.writer.codecs import ContrastMapping
+from mesofield_napari.devices.sim_camera import SimulatedMesoscopeCamera
 from mesofield_napari.experiment import (
     ExperimentError,
     ExperimentRun,
     load_experiment,
+    record_experiment,
 )
-from mesofield_napari.sim import SimulatedMesoscopeCamera
 
 SUBJECT = {
     "sex": "F",
@@ -393,8 +393,8 @@ def test_mesofield_sample_records_here(tmp_path):
 def test_primary_records_on_a_lent_core_and_leaves_it_loaded(tmp_path):
     """In napari the primary may be napari-micromanager's own core: the run records
     on it as it is set up (size, exposure) and leaves its devices loaded."""
+    from mesofield_napari.devices.sim_camera import create_sim_core, sim_camera
     from mesofield_napari.experiment import lendable_cores
-    from mesofield_napari.sim import create_sim_core, sim_camera
 
     exp = load_experiment(write_experiment(tmp_path / "exp", THREE_DEVICES, 0.5))
     core = create_sim_core((40, 56), exposure_ms=10.0)  # not the YAML's 48x64 @ 40
@@ -423,8 +423,8 @@ def test_only_the_primarys_own_camera_is_lent(tmp_path):
     from pymmcore_plus.experimental.unicore import UniMMCore
 
     from mesofield_napari.devices import DeviceError
+    from mesofield_napari.devices.sim_camera import create_sim_core
     from mesofield_napari.experiment import lendable_cores
-    from mesofield_napari.sim import create_sim_core
 
     exp = load_experiment(write_experiment(tmp_path / "exp", THREE_DEVICES))
     assert lendable_cores(exp, None) == {}

@@ -223,7 +223,7 @@ def test_primary_records_on_napari_micromanagers_core(viewer, rig, tmp_path, qtb
     """napari-micromanager drives the simulated camera, the primary's camera: the
     widefield is recorded on that core (its size), whose MDA layer stays off."""
     from mesofield_napari._widgets._micromanager import open_main_window
-    from mesofield_napari.sim import create_sim_core
+    from mesofield_napari.devices.sim_camera import create_sim_core
 
     accept_console_pushes(viewer)
     core = create_sim_core((32, 40), exposure_ms=20.0)  # 50 fps

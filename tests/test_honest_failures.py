@@ -19,14 +19,14 @@ import tifffile
 import useq
 
 from _helpers import manifest_view
-from mesofield_napari.acquire import timelapse
+from mesofield_napari.acquisition.timelapse import timelapse
 
 TIMEOUT = 90
 
 # the camera raises from its FAIL_AT-th frame on (a real device on a real core)
 FAILING_CAMERA = """
 import sys
-from mesofield_napari import sim
+from mesofield_napari.devices import sim_camera as sim
 
 FAIL_AT = int(sys.argv[1])
 _snap = sim.SimulatedMesoscopeCamera.snap
@@ -45,8 +45,8 @@ sys.exit(main(sys.argv[2:]))
 # per frame (the real writer, slowed down)
 SLOW_DISK = """
 import sys, time
-from mesofield_napari import sim
-from mesofield_napari.data import writer
+from mesofield_napari.devices import sim_camera as sim
+from mesofield_napari.data.writer import tiff as writer
 
 _create = sim.create_sim_core
 
@@ -70,7 +70,7 @@ sys.exit(main(sys.argv[1:]))
 # the disk fills up after 3 frames
 FULL_DISK = """
 import errno, sys
-from mesofield_napari.data import writer
+from mesofield_napari.data.writer import tiff as writer
 
 _write = writer.CustomWriter.write_frame
 count = [0]
@@ -203,7 +203,7 @@ def test_timelapse_events_are_made_lazily(tmp_path):
         """
         import resource
         resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
-        from mesofield_napari.acquire import timelapse
+        from mesofield_napari.acquisition.timelapse import timelapse
         seq = timelapse(10**12)
         it = iter(seq)
         print(seq.sizes["t"], next(it).index["t"], next(it).index["t"])

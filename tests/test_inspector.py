@@ -19,16 +19,16 @@ from qtpy.QtGui import QImage
 
 from _helpers import read_json
 from mesofield_napari._widgets.inspector import NO_RECORDING, RecordingInspector
-from mesofield_napari.acquire import record, timelapse
+from mesofield_napari.acquisition.timelapse import record, timelapse
 from mesofield_napari.data import open_recording, sidecar_path
-from mesofield_napari.data.inspection import (
+from mesofield_napari.data.manager.run_manager import RunManager
+from mesofield_napari.devices.sim_camera import create_sim_core
+from mesofield_napari.models.inspector import (
     inspect_layer,
     inspect_metadata,
     inspect_recording,
     interval_gaps,
 )
-from mesofield_napari.data.manager import RunManager
-from mesofield_napari.sim import create_sim_core
 
 if TYPE_CHECKING:
     from napari.viewer import Viewer

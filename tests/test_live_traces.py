@@ -14,11 +14,11 @@ import pytest
 
 from mesofield_napari.data.batch import mean_trace
 from mesofield_napari.data.batch.dff import moving_percentile
-from mesofield_napari.data.manager import RunManager
-from mesofield_napari.data.recording import open_recording
+from mesofield_napari.data.manager.run_manager import RunManager
+from mesofield_napari.data.reader.recording import open_recording
 from mesofield_napari.live import DffSettings, LiveTraces, Roi
 from mesofield_napari.live.saving import processed_dir
-from mesofield_napari.recorder import RecorderSettings, RecordingSession
+from mesofield_napari.models.recorder import RecorderSettings, RecordingSession
 
 N = 60
 

@@ -14,8 +14,8 @@ from _helpers import accept_console_pushes
 from mesofield_napari._widgets import recorder as recorder_mod
 from mesofield_napari._widgets._micromanager import open_main_window
 from mesofield_napari._widgets.recorder import RecorderWidget
+from mesofield_napari.devices.sim_camera import create_sim_core
 from mesofield_napari.live.saving import processed_dir
-from mesofield_napari.sim import create_sim_core
 
 SMALL = (48, 64)
 FINISH_MS = 60_000

@@ -21,11 +21,11 @@ import pytest
 import tifffile
 
 from _helpers import journal_entry_lines, kill_after_journal, wait_until
-from mesofield_napari.acquire import record, timelapse
+from mesofield_napari.acquisition.timelapse import record, timelapse
 from mesofield_napari.data import clock, recover
-from mesofield_napari.data import runpaths as runpaths_mod
-from mesofield_napari.data.manager import RunManager
-from mesofield_napari.sim import create_sim_core
+from mesofield_napari.data.manager import paths as runpaths_mod
+from mesofield_napari.data.manager.run_manager import RunManager
+from mesofield_napari.devices.sim_camera import create_sim_core
 
 STAMP_RE = r"\d{8}_\d{6}"
 NOTE_RE = re.compile(r"(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}): (.*)")
@@ -624,9 +624,9 @@ def test_exception_while_a_recording_is_running(tmp_path, core):
 # ---------------------------------------------------------------- crash safety
 CRASH_SCRIPT = r"""
 import sys
-from mesofield_napari.acquire import record, timelapse
+from mesofield_napari.acquisition.timelapse import record, timelapse
 from mesofield_napari.data.manager import RunManager
-from mesofield_napari.sim import create_sim_core
+from mesofield_napari.devices.sim_camera import create_sim_core
 
 core = create_sim_core((32, 32), exposure_ms=2)
 run = RunManager(sys.argv[1], "M1", 1, "crash", {"power": 3}).start()

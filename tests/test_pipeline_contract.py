@@ -20,12 +20,12 @@ from mesofield.datakit.core import Dataset
 from mesokit_schema import AcquisitionManifest, find_files, iter_sessions
 
 from _helpers import wait_until
-from mesofield_napari.acquire import record, timelapse
-from mesofield_napari.data import runpaths as runpaths_mod
+from mesofield_napari.acquisition.timelapse import record, timelapse
 from mesofield_napari.data.batch import dff_trace, mean_trace
-from mesofield_napari.data.dataqueue import DataQueue
-from mesofield_napari.data.manager import RunManager
-from mesofield_napari.sim import create_sim_core
+from mesofield_napari.data.manager import paths as runpaths_mod
+from mesofield_napari.data.manager.dataqueue import DataQueue
+from mesofield_napari.data.manager.run_manager import RunManager
+from mesofield_napari.devices.sim_camera import create_sim_core
 
 FRAMES = 40
 
@@ -206,9 +206,9 @@ def test_wall_clock_stamps_are_local_time_with_offset(tmp_path):
     script = textwrap.dedent(
         """
         import sys
-        from mesofield_napari.acquire import record, timelapse
+        from mesofield_napari.acquisition.timelapse import record, timelapse
         from mesofield_napari.data.manager import RunManager
-        from mesofield_napari.sim import create_sim_core
+        from mesofield_napari.devices.sim_camera import create_sim_core
         core = create_sim_core((16, 16), exposure_ms=0)
         with RunManager(sys.argv[1], "M1", 1, "rec") as run:
             w = run.writer_for("mesoscope", "tiff", suffix="meso")
@@ -314,7 +314,7 @@ def test_record_and_export_from_the_command_line_load_in_datakit(tmp_path):
 
 
 def test_recorder_session_runs_load_in_datakit(tmp_path, core):
-    from mesofield_napari.recorder import RecorderSettings, RecordingSession
+    from mesofield_napari.models.recorder import RecorderSettings, RecordingSession
 
     session = RecordingSession(
         core,

@@ -10,10 +10,10 @@ import pytest
 import tifffile
 
 from mesofield_napari._reader import get_reader
-from mesofield_napari.acquire import record, timelapse
+from mesofield_napari.acquisition.timelapse import record, timelapse
 from mesofield_napari.data import CustomWriter, CV2Writer, sidecar_path
-from mesofield_napari.data.manager import RunManager
-from mesofield_napari.sim import create_sim_core
+from mesofield_napari.data.manager.run_manager import RunManager
+from mesofield_napari.devices.sim_camera import create_sim_core
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -20,17 +20,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mesofield_napari._reader import read_recordings
-from mesofield_napari.acquire import record, timelapse
+from mesofield_napari.acquisition.timelapse import record, timelapse
 from mesofield_napari.cli import main
 from mesofield_napari.data import CV2Writer, journal_path, open_recording, sidecar_path
-from mesofield_napari.data.frameindex import NO_NUMBER, scan_journal, scan_sidecar
-from mesofield_napari.data.manager import RunManager
-from mesofield_napari.data.recording import (
+from mesofield_napari.data.formats.frameindex import (
+    NO_NUMBER,
+    scan_journal,
+    scan_sidecar,
+)
+from mesofield_napari.data.manager.run_manager import RunManager
+from mesofield_napari.data.reader.recording import (
     RecordingWarning,
     find_recording_paths,
     open_run,
 )
-from mesofield_napari.data.summary import (
+from mesofield_napari.data.reader.summary import (
     find_recordings,
     frame_entries,
     frame_times_s,
@@ -385,7 +389,7 @@ def test_streamed_index_matches_json_loads(
 
 
 def test_journal_index_matches_the_legacy_reader(tmp_path: Path) -> None:
-    from mesofield_napari.data.journal import legacy_payload, read_journal
+    from mesofield_napari.data.formats.journal import legacy_payload, read_journal
 
     path = tmp_path / "x.jsonl"
     lines = [

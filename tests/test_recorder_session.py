@@ -9,8 +9,8 @@ import pytest
 import tifffile
 
 from _helpers import SHAPE, manifest_view, read_json, timelapse, wait_until
-from mesofield_napari.data.recording import open_recording
-from mesofield_napari.recorder import (
+from mesofield_napari.data.reader.recording import open_recording
+from mesofield_napari.models.recorder import (
     RecorderSettings,
     RecordingSession,
     folder_problem,
@@ -229,7 +229,7 @@ def test_armed_session_records_each_mda_into_its_own_run(sim_core, camera, tmp_p
 
 
 def test_status_warns_before_the_disk_fills(sim_core, tmp_path, monkeypatch):
-    import mesofield_napari.recorder as recorder_mod
+    import mesofield_napari.models.recorder as recorder_mod
 
     sim_core.setExposure(2.0)
     # pretend the disk is small: the warning threshold above the free space
@@ -287,7 +287,7 @@ def test_buffer_overflow_keeps_frames_and_says_why(sim_core, tmp_path, monkeypat
     """Camera faster than the disk: a 1 MB camera buffer and a slowed writer."""
     import time
 
-    from mesofield_napari.data import writer
+    from mesofield_napari.data.writer import tiff as writer
 
     write = writer.CustomWriter.write_frame
 

@@ -17,7 +17,7 @@ from _helpers import accept_console_pushes, read_json, wait_until
 from mesofield_napari._widgets import recorder as recorder_mod
 from mesofield_napari._widgets._micromanager import find_main_window, open_main_window
 from mesofield_napari._widgets.recorder import RecorderWidget
-from mesofield_napari.sim import create_sim_core, sim_camera
+from mesofield_napari.devices.sim_camera import create_sim_core, sim_camera
 
 SMALL = (48, 64)
 FINISH_MS = 60_000
@@ -364,7 +364,7 @@ def test_writers_run_on_the_acquisition_thread_with_qt_signals(viewer, qtbot):
     on the GUI thread (unbounded event queue), so they connect directly."""
     import threading
 
-    from mesofield_napari.data._signals import connect_direct, is_qt_signal
+    from mesofield_napari.data.writer.signals import connect_direct, is_qt_signal
 
     core = create_sim_core(SMALL, exposure_ms=0)
     assert is_qt_signal(core.mda.events.frameReady)

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from _helpers import wait_until
-from mesofield_napari.acquire import record, timelapse
+from mesofield_napari.acquisition.timelapse import record, timelapse
 from mesofield_napari.data import (
     CustomWriter,
     CV2Writer,
@@ -26,9 +26,9 @@ from mesofield_napari.data import (
     open_recording,
     sidecar_path,
 )
-from mesofield_napari.data.manager import RunManager
-from mesofield_napari.data.recording import RecordingWarning, open_run
-from mesofield_napari.sim import create_sim_core
+from mesofield_napari.data.manager.run_manager import RunManager
+from mesofield_napari.data.reader.recording import RecordingWarning, open_run
+from mesofield_napari.devices.sim_camera import create_sim_core
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -33,7 +33,7 @@ from mesofield_napari.data import (
     recover,
     sidecar_path,
 )
-from mesofield_napari.sim import SimulatedMesoscopeCamera
+from mesofield_napari.devices.sim_camera import SimulatedMesoscopeCamera
 
 if TYPE_CHECKING:
     from pymmcore_plus.experimental.unicore import UniMMCore
@@ -246,7 +246,7 @@ def test_recover_direct_mode_video_journal(tmp_path: Path) -> None:
 # ----------------------------------------------------------------- a real crash
 CRASH_CHILD = """
 import sys, useq
-from mesofield_napari.sim import create_sim_core
+from mesofield_napari.devices.sim_camera import create_sim_core
 from mesofield_napari.data import CustomWriter
 core = create_sim_core((64, 64), exposure_ms=2)
 writer = CustomWriter(sys.argv[1])
@@ -306,7 +306,7 @@ limit, side, loops, target = (int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3
 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes fail with EFBIG instead
 import useq
-from mesofield_napari.sim import create_sim_core
+from mesofield_napari.devices.sim_camera import create_sim_core
 from mesofield_napari.data import CustomWriter, RecordingError
 core = create_sim_core((side, side), exposure_ms=0)
 writer = CustomWriter(target)

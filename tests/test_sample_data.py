@@ -18,7 +18,7 @@ from mesofield_napari._sample_data import (
     record_demo_run,
 )
 from mesofield_napari.data import sidecar_path
-from mesofield_napari.sim import SimulatedMesoscopeCamera
+from mesofield_napari.devices.sim_camera import SimulatedMesoscopeCamera
 
 PLUGIN = "mesofield-napari"
 

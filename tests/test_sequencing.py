@@ -10,10 +10,13 @@ import tifffile
 from pymmcore_plus.core import SequencedEvent
 
 from _helpers import read_json, timelapse
-from mesofield_napari import sequencing
-from mesofield_napari.data._signals import connect_direct
-from mesofield_napari.recorder import RecorderSettings, RecordingSession
-from mesofield_napari.sequencing import chunked_sequencing, iter_chunked_sequences
+from mesofield_napari.acquisition import sequencing
+from mesofield_napari.acquisition.sequencing import (
+    chunked_sequencing,
+    iter_chunked_sequences,
+)
+from mesofield_napari.data.writer.signals import connect_direct
+from mesofield_napari.models.recorder import RecorderSettings, RecordingSession
 
 
 @pytest.fixture
@@ -87,7 +90,7 @@ def test_without_hardware_sequencing_the_engine_is_untouched(sim_core):
 def test_record_command_restarts_the_camera_once_per_chunk(
     sim_core, camera, starts, tmp_path, monkeypatch
 ):
-    from mesofield_napari.acquire import record
+    from mesofield_napari.acquisition.timelapse import record
     from mesofield_napari.data import CustomWriter
 
     monkeypatch.setattr(sequencing, "DEFAULT_CHUNK", 4)

@@ -18,7 +18,7 @@ import pytest
 
 import mesofield_napari
 from mesofield_napari.data import CustomWriter, CV2Writer
-from mesofield_napari.data._upstream import OMETiffWriter
+from mesofield_napari.data.writer._upstream import OMETiffWriter
 
 
 def _upstream_module():

@@ -12,8 +12,8 @@ import tifffile
 import useq
 
 from mesofield_napari.data import CustomWriter
-from mesofield_napari.data._upstream import OMETiffWriter
-from mesofield_napari.sim import create_sim_core
+from mesofield_napari.data.writer._upstream import OMETiffWriter
+from mesofield_napari.devices.sim_camera import create_sim_core
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

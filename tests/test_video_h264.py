@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 
 from _helpers import SHAPE, read_json, read_video, sim_index, timelapse
-from mesofield_napari.data import CV2Writer, codecs, open_recording, sidecar_path
-from mesofield_napari.data.av_encoder import keyframe_interval
-from mesofield_napari.data.video_check import decodable_frames
+from mesofield_napari.data import CV2Writer, open_recording, sidecar_path
+from mesofield_napari.data.formats.video_check import decodable_frames
+from mesofield_napari.data.writer import codecs
+from mesofield_napari.data.writer.h264 import keyframe_interval
 
 if TYPE_CHECKING:
     from pymmcore_plus.experimental.unicore import UniMMCore
 
-    from mesofield_napari.sim import SimulatedMesoscopeCamera
+    from mesofield_napari.devices.sim_camera import SimulatedMesoscopeCamera
 
 H, W = SHAPE
 

@@ -16,8 +16,8 @@ import pytest
 from _helpers import journal_entry_lines, kill_after_journal, read_json, read_video
 from _helpers import sim_index as _sim_index
 from mesofield_napari.data import CV2Writer, journal_path, recover, sidecar_path
-from mesofield_napari.data.video_check import VideoLostError, decodable_frames
-from mesofield_napari.sim import SimulatedMesoscopeCamera
+from mesofield_napari.data.formats.video_check import VideoLostError, decodable_frames
+from mesofield_napari.devices.sim_camera import SimulatedMesoscopeCamera
 
 SIDE = 64
 FPS = 30  # keyframe (and fragment) every 30 frames
@@ -48,7 +48,7 @@ def _av_gray(path: Path) -> list[np.ndarray]:
 # ----------------------------------------------------------------- SIGKILL
 KILL_CHILD = """
 import sys, useq
-from mesofield_napari.sim import create_sim_core
+from mesofield_napari.devices.sim_camera import create_sim_core
 from mesofield_napari.data import CV2Writer
 path, fps, fourcc = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 core = create_sim_core((64, 64), exposure_ms=2)

@@ -12,18 +12,14 @@ import pytest
 import useq
 
 from _helpers import SHAPE, read_json, read_video, sim_index, timelapse
-from mesofield_napari.data import (
-    CV2Writer,
-    codecs,
-    journal_path,
-    sidecar_path,
-)
-from mesofield_napari.data.codecs import CodecUnavailableWarning
+from mesofield_napari.data import CV2Writer, journal_path, sidecar_path
+from mesofield_napari.data.writer import codecs
+from mesofield_napari.data.writer.codecs import CodecUnavailableWarning
 
 if TYPE_CHECKING:
     from pymmcore_plus.experimental.unicore import UniMMCore
 
-    from mesofield_napari.sim import SimulatedMesoscopeCamera
+    from mesofield_napari.devices.sim_camera import SimulatedMesoscopeCamera
 
 H, W = SHAPE
 LIMITS = (0, 4095)

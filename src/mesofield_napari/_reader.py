@@ -14,7 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from .data.recording import (
+from .data.formats.sidecar import (
+    JOURNAL_SUFFIX,
+    SIDECAR_SUFFIX,
+    journal_path,
+    sidecar_path,
+)
+from .data.reader.recording import (
     DATA_EXTENSIONS,
     VIDEO_EXTENSIONS,
     Recording,
@@ -24,7 +30,6 @@ from .data.recording import (
     open_run,
     split_position_file,
 )
-from .data.sidecar import JOURNAL_SUFFIX, SIDECAR_SUFFIX, journal_path, sidecar_path
 
 LayerData = tuple[Any, dict[str, Any], str]
 SAMPLE_FRAMES = 16  # contrast limits come from at most this many frames

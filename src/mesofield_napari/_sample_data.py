@@ -31,10 +31,10 @@ def record_demo_run(
     ``root`` defaults to a new ``mesofield-demo-*`` folder in the temp directory.
     Raises :class:`~mesofield_napari.data.RecordingError` if the recording failed.
     """
-    from .acquire import record, timelapse
+    from .acquisition.timelapse import record, timelapse
     from .data import RecordingError
-    from .data.manager import RunManager
-    from .sim import create_sim_core
+    from .data.manager.run_manager import RunManager
+    from .devices.sim_camera import create_sim_core
 
     if root is None:
         root = tempfile.mkdtemp(prefix="mesofield-demo-")

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from pymmcore_plus import CMMCorePlus
 
     from ._widgets.recorder import RecorderWidget
-    from .recorder import RunOutcome
+    from .models.recorder import RunOutcome
 
 
 @dataclass
@@ -228,7 +228,7 @@ def run_app(opts: AppOptions) -> AppResult:
 
     import napari
 
-    from .acquire import make_core
+    from .acquisition.timelapse import make_core
 
     # napari-micromanager's icons come from iconify.design; offline, superqt falls
     # back to plain icons after one warning per icon, which would bury our output

@@ -4,8 +4,8 @@ A thin Qt view over :mod:`mesofield_napari.data.batch` (the same library as
 ``mesofield-napari export``). Inputs are files, a folder searched recursively (file
 names matching a glob pattern) and/or open layers of this plugin's reader (their
 ``metadata["mesofield"]["source"]``). The parameters of the chosen operation are
-validated by :func:`~mesofield_napari.data.batch.requests.build_request`; *Run* then
-calls :func:`~mesofield_napari.data.batch.requests.execute` in a napari worker thread
+validated by :func:`~mesofield_napari.models.batch_export.build_request`; *Run* then
+calls :func:`~mesofield_napari.models.batch_export.execute` in a napari worker thread
 (all file work happens there), with a napari progress bar in frames (polled from the
 worker's thread-safe progress callback by a GUI timer) and *Cancel* setting the
 ``threading.Event`` the library checks between blocks (a cancelled job writes
@@ -48,7 +48,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..data.batch import DFF_METHODS
-from ..data.batch.requests import (
+from ..models.batch_export import (
     DEFAULT_PATTERN,
     OPERATION_CHOICES,
     BatchOutcome,
@@ -117,7 +117,7 @@ class BatchExportWidget(QWidget):
     Container per operation), ``run_button``, ``cancel_button``, ``add_button``,
     ``status`` (QLabel), ``results`` (QTableWidget), ``canvas``/``axes`` with
     ``trace_lines`` (one ``Line2D`` per trace), ``outcome`` (the last
-    :class:`~mesofield_napari.data.batch.requests.BatchOutcome`), ``progress_bar``
+    :class:`~mesofield_napari.models.batch_export.BatchOutcome`), ``progress_bar``
     (the napari progress while running), ``worker`` and :attr:`running`.
     """
 

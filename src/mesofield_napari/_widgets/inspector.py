@@ -1,6 +1,6 @@
 """Recording inspector: summary and frame timing of the active mesofield layer.
 
-A thin Qt view over :mod:`mesofield_napari.data.inspection`. It follows
+A thin Qt view over :mod:`mesofield_napari.models.inspector`. It follows
 ``viewer.layers.selection.events.active``: for a layer opened by this plugin (one with
 ``metadata["mesofield"]``) it shows frames, duration, fps, dropped frames, codec,
 sidecar state, notes and warnings, and plots the inter-frame interval (ms) against the
@@ -18,7 +18,7 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFormLayout, QLabel, QVBoxLayout, QWidget
 
-from ..data.inspection import DROP_FACTOR, Inspection, inspect_layer
+from ..models.inspector import DROP_FACTOR, Inspection, inspect_layer
 from ._plot import (
     LINE_COLOR,
     make_plot,
@@ -40,7 +40,7 @@ class RecordingInspector(QWidget):
     """Dock widget: what a recording holds and whether frames were dropped.
 
     Attributes useful to scripts and tests: ``inspection`` (the current
-    :class:`~mesofield_napari.data.inspection.Inspection` or None), ``message``
+    :class:`~mesofield_napari.models.inspector.Inspection` or None), ``message``
     (QLabel), ``values`` (summary QLabels by row label), ``canvas`` (the matplotlib
     ``FigureCanvasQTAgg``) and the plot's ``interval_line``, ``gap_line`` and
     ``median_line`` (``Line2D``; None when nothing is plotted).

@@ -1,4 +1,4 @@
-"""The recorder dock widget: a thin Qt view over :mod:`mesofield_napari.recorder`.
+"""The recorder dock widget: a thin Qt view over :mod:`mesofield_napari.models.recorder`.
 
 It finds the core napari-micromanager drives in this viewer (or opens
 napari-micromanager, or falls back to a simulated camera of its own), records runs on
@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..recorder import (
+from ..models.recorder import (
     RecorderSettings,
     RecorderStatus,
     RecordingSession,
@@ -415,7 +415,7 @@ class RecorderWidget(QWidget):
 
     def _sim_core(self) -> CMMCorePlus:
         if self._own_core is None:
-            from ..sim import create_sim_core
+            from ..devices.sim_camera import create_sim_core
 
             self._own_core = create_sim_core((512, 512), exposure_ms=10.0)
         return self._own_core

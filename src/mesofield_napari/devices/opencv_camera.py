@@ -22,7 +22,7 @@ from . import DeviceError
 if TYPE_CHECKING:
     import numpy as np
 
-    from ..data.video import CV2Writer
+    from ..data.writer.video import CV2Writer
 
 JOIN_TIMEOUT_S = 10.0
 
@@ -71,7 +71,7 @@ class OpenCVSource:
         """Open the device and read one frame (its size is the video's size)."""
         import cv2
 
-        from ..data.codecs import quiet_opencv
+        from ..data.writer.codecs import quiet_opencv
 
         device = self.device
         if (

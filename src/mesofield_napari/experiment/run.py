@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mesokit_schema import DataqueuePayloadSchema
 
-from ..data._pipeline import DEFAULT_MAX_QUEUE_BYTES
-from ..data._signals import connect_direct, disconnect_quietly
-from ..data.manager import RunManager, describe_writer
-from ..data.run_manifest import Producer
+from ..data.manager.manifest import Producer
+from ..data.manager.run_manager import RunManager, describe_writer
+from ..data.writer._pipeline import DEFAULT_MAX_QUEUE_BYTES
+from ..data.writer.signals import connect_direct, disconnect_quietly
 from ..devices import DeviceError
 from ..devices.encoder import Encoder
 from ..devices.opencv_camera import DirectCamera, OpenCVSource
@@ -122,7 +122,7 @@ def camera_core(spec: CameraSpec, seed: int = 0) -> CMMCorePlus:
     if exposure is None and spec.fps:
         exposure = 1000.0 / spec.fps
     if spec.configuration_path is None:
-        from ..sim import create_sim_core
+        from ..devices.sim_camera import create_sim_core
 
         shape = (spec.height or DEFAULT_SIZE[0], spec.width or DEFAULT_SIZE[1])
         return create_sim_core(
@@ -161,7 +161,7 @@ def lendable_cores(
     view or another acquisition is not lent (:class:`DeviceError`): recording on it
     would fight the user's own use.
     """
-    from ..sim import sim_camera
+    from ..devices.sim_camera import sim_camera
 
     spec = experiment.primary
     if core is None or not isinstance(spec, CameraSpec):
@@ -247,8 +247,8 @@ class MMCamera:
             )
 
     def _run(self) -> None:
-        from ..acquire import timelapse
-        from ..sequencing import chunked_sequencing
+        from ..acquisition.sequencing import chunked_sequencing
+        from ..acquisition.timelapse import timelapse
 
         assert self.writer is not None
         try:
@@ -512,7 +512,7 @@ class ExperimentRun:
             if out.kind != "tiff":
                 kwargs["fourcc"] = out.fourcc
                 if isinstance(cam, MMCamera):
-                    from ..sim import sim_camera
+                    from ..devices.sim_camera import sim_camera
 
                     sim = sim_camera(cam.core)  # type: ignore[arg-type]
                     kwargs["fps"] = cam.fps

@@ -33,11 +33,11 @@ from mesokit_schema import DataqueuePayloadSchema
 
 from ..data.batch.jobs import default_out_dir
 from ..data.clock import local_iso
-from ..data.paths import split_extension
-from ..data.run_manifest import Producer
+from ..data.formats.names import split_extension
+from ..data.manager.manifest import Producer
 
 if TYPE_CHECKING:
-    from ..data.manager import RunManager
+    from ..data.manager.run_manager import RunManager
     from .traces import LiveTraces, Sample
 
 __all__ = ["TRACES_DEVICE", "RunTraceFiles", "processed_dir", "traces_queue_rows"]

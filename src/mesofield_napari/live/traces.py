@@ -45,7 +45,7 @@ from ..data.batch.traces import block_means
 from .rois import Roi
 
 if TYPE_CHECKING:
-    from ..data.manager import RunManager
+    from ..data.manager.run_manager import RunManager
 
 __all__ = [
     "DffSettings",
@@ -463,7 +463,7 @@ class LiveTraces:
     def feed(
         self, run: RunManager, frame_number: int, frame: np.ndarray, meta: Any
     ) -> None:
-        """The :class:`~mesofield_napari.recorder.RecordingSession` hook (acquisition
+        """The :class:`~mesofield_napari.models.recorder.RecordingSession` hook (acquisition
         thread): bind to ``run`` on its first frame, then :meth:`offer`.
 
         Binding is cheap (no disk work): the run's trace files are opened by the

@@ -1,7 +1,7 @@
 """Batch export of recordings (no Qt): traces, ΔF/F, videos, montages, batch runner.
 
 Every operation takes a recording (a path or an opened
-:class:`~mesofield_napari.data.recording.Recording`), writes its output atomically
+:class:`~mesofield_napari.data.reader.recording.Recording`), writes its output atomically
 into ``out_dir`` (default ``<run folder>/processed``), refuses to overwrite unless
 ``overwrite=True`` (``FileExistsError``), reports ``progress(done, total)`` in frames
 and stops with :class:`Cancelled` (writing nothing) once ``cancel.is_set()``.

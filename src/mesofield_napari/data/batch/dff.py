@@ -46,7 +46,7 @@ from .jobs import (
 from .traces import TraceResult, block_means, roi_mask
 
 if TYPE_CHECKING:
-    from ..recording import Recording
+    from ..reader.recording import Recording
 
 __all__ = ["DFF_METHODS", "dff_trace", "moving_percentile", "sampling_rate"]
 

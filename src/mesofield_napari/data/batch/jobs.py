@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Protocol, Union
 
 import numpy as np
 
-from ..paths import split_extension
+from ..formats.names import split_extension
 
 if TYPE_CHECKING:
-    from ..recording import Recording
+    from ..reader.recording import Recording
 
 __all__ = [
     "BLOCK_BYTES",
@@ -79,7 +79,7 @@ class Steps:
 
 def as_recording(rec: RecordingLike) -> Recording:
     """A :class:`Recording` as given, or opened from a path."""
-    from ..recording import Recording, open_recording
+    from ..reader.recording import Recording, open_recording
 
     return rec if isinstance(rec, Recording) else open_recording(rec)
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..recording import Recording
+from ..reader.recording import Recording
 from .jobs import (
     CancelToken,
     ProgressCallback,

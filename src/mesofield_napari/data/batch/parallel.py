@@ -27,7 +27,7 @@ from .traces import mean_trace
 from .video_export import export_video
 
 if TYPE_CHECKING:
-    from ..recording import Recording
+    from ..reader.recording import Recording
 
 __all__ = [
     "OPERATIONS",
@@ -128,7 +128,7 @@ def expand_paths(
     outputs); ``pattern`` (``fnmatch`` on the file name, e.g. ``"*.ome.tiff"``)
     narrows the search. A missing path is kept, so its job reports it.
     """
-    from ..recording import find_recording_paths
+    from ..reader.recording import find_recording_paths
 
     out: dict[Path, None] = {}
     for given in paths:
@@ -152,7 +152,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def _open(path: Path) -> tuple[Recording, list[str]]:
-    from ..recording import open_recording
+    from ..reader.recording import open_recording
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

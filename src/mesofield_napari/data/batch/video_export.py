@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..codecs import ContrastMapping
-from ..sidecar import journal_path, sidecar_path, write_json_atomic
+from ..formats.sidecar import journal_path, sidecar_path, write_json_atomic
+from ..writer.codecs import ContrastMapping
 from .jobs import (
     CancelToken,
     ProgressCallback,
@@ -32,7 +32,7 @@ from .jobs import (
 )
 
 if TYPE_CHECKING:
-    from ..recording import Recording
+    from ..reader.recording import Recording
 
 __all__ = ["VideoResult", "auto_contrast", "check_contrast_range", "export_video"]
 
@@ -117,8 +117,8 @@ def export_video(
     falls back with a ``CodecUnavailableWarning``. The sidecar keeps the *source* frame clock
     (``runner_time_ms``) and names the source file.
     """
-    from ..codecs import video_extension
-    from ..video import CV2Writer
+    from ..writer.codecs import video_extension
+    from ..writer.video import CV2Writer
 
     ext = video_extension(f"x{out_ext}")
     rec, key, n = open_job(rec, position, max_frames)

@@ -1,0 +1,55 @@
+"""``mesofield-napari inspect``: summarise a run folder or one recording."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ._args import CLIError
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``inspect`` to ``mesofield-napari``'s sub-commands."""
+    ins = subparsers.add_parser(
+        "inspect", help="summarise a run folder or one recording"
+    )
+    ins.add_argument("path", type=Path, help="run folder, data file or sidecar")
+    ins.add_argument("--json", action="store_true")
+    return ins
+
+
+def cmd(args: argparse.Namespace) -> int:
+    from ..data.reader.summary import summarize_recording, summarize_run
+
+    if not args.path.exists():
+        raise CLIError(f"no such file or folder: {args.path}")
+    if args.path.is_dir():
+        summary = summarize_run(args.path)
+        if not summary["recordings"]:
+            raise CLIError(f"no recordings found in {args.path}")
+        # a single-recording view of the run's main numbers for scripts
+        first = summary["recordings"][0]
+        summary.update({k: first[k] for k in ("shape", "dtype", "duration_s", "fps")})
+        summary["dropped_frames"] = sum(
+            r["dropped_frames"] for r in summary["recordings"]
+        )
+        summary["sidecar"] = first["sidecar"]
+    else:
+        summary = summarize_recording(args.path)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    for rec in summary.get("recordings", [summary]):
+        print(rec["path"])
+        print(
+            f"  frames {rec['frames']}  shape {rec['shape']}  {rec['dtype']}  "
+            f"{rec['duration_s']:.2f} s  fps {rec['fps']}  dropped {rec['dropped_frames']}"
+        )
+        print(f"  sidecar: {rec['sidecar']}  complete: {rec['complete']}")
+        for problem in rec.get("problems", []):
+            print(f"  problem: {problem}")
+    for note in summary.get("notes", []):
+        print(f"  note: {note}")
+    return 0

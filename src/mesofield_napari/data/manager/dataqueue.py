@@ -1,0 +1,198 @@
+"""The run's data queue: one clock for every device, logged to CSV as it goes.
+
+Columns (mesofield's): ``queue_elapsed,packet_ts,device_ts,device_id,payload``.
+``queue_elapsed`` is monotonic seconds since the queue started, ``packet_ts`` the wall
+clock at the same instant (local time with its offset, see ``clock.py``). Every camera
+frame, encoder sample and note of a run becomes one row; datakit aligns every stream of
+the run on these rows.
+
+Devices :meth:`DataQueue.push` from any thread; pushing only stamps the packet and hands
+it to one logger thread (no disk work, no string formatting on the caller's thread).
+Rows stream to disk in push order, so a crash keeps them. Memory does not grow with run
+length: nothing is kept per row. On :meth:`DataQueue.stop` the file is rewritten once,
+atomically and streaming, with mesofield's fan-out rule when any payload was a dict:
+the dict's keys become their own columns and ``payload`` keeps non-dict payloads only.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import queue
+import secrets
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..clock import local_iso
+
+BASE_COLUMNS = ["queue_elapsed", "packet_ts", "device_ts", "device_id"]
+FLUSH_INTERVAL_S = 1.0  # a killed process loses at most the rows of the last second
+STOP_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class DataPacket:
+    device_id: str
+    payload: Any
+    device_ts: Any
+    wall_s: float  # time.time() at push
+    queue_elapsed: float  # seconds since the queue started (monotonic)
+
+
+class DataQueue:
+    """A thread-safe, disk-streamed data queue (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.rows_written = 0
+        self.rows_by_device: Counter[str] = Counter()
+        self.error: BaseException | None = None
+        self._queue: queue.SimpleQueue[DataPacket | None] = queue.SimpleQueue()
+        self._t0 = time.monotonic()
+        self._push_lock = threading.Lock()  # keeps push order == timestamp order
+        self._thread: threading.Thread | None = None
+        self._dict_keys: dict[str, None] = {}  # ordered set: bounded by distinct keys
+        self._closed = False
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "x", newline="", encoding="utf-8")
+        self._csv = csv.writer(self._fh)
+        self._csv.writerow([*BASE_COLUMNS, "payload"])
+        self._fh.flush()
+        self._t0 = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="dataqueue", daemon=True)
+        self._thread.start()
+
+    def elapsed(self, monotonic_s: float | None = None) -> float:
+        """Queue time (s) of a ``time.monotonic()`` reading (default: now)."""
+        return (time.monotonic() if monotonic_s is None else monotonic_s) - self._t0
+
+    def push(self, device_id: str, payload: Any, device_ts: Any = None) -> None:
+        """Add a packet, stamped now. Cheap and never blocks on disk.
+
+        Packets pushed after :meth:`stop` are ignored (a late device callback must not
+        reopen a finished log).
+        """
+        with self._push_lock:
+            if self._closed:
+                return
+            self._queue.put(
+                DataPacket(
+                    str(device_id),
+                    payload,
+                    device_ts,
+                    time.time(),
+                    time.monotonic() - self._t0,
+                )
+            )
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Write everything pushed so far, then the final (fanned-out) CSV."""
+        with self._push_lock:
+            self._closed = True
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        self._thread.join(timeout)
+        if self._thread.is_alive():  # pragma: no cover - a wedged disk
+            self.error = self.error or TimeoutError(
+                f"data queue did not finish writing within {timeout:.0f} s"
+            )
+            return
+        self._thread = None
+        self._fh.close()
+        if self.error is None and self._dict_keys:
+            self._rewrite_fanned_out()
+
+    # ------------------------------------------------------------ logger thread
+    def _run(self) -> None:
+        last_flush = time.monotonic()
+        while (pkt := self._queue.get()) is not None:
+            if self.error is not None:
+                continue
+            try:
+                payload = pkt.payload
+                if isinstance(payload, dict):
+                    for key in map(str, payload):
+                        self._dict_keys.setdefault(key)
+                self._csv.writerow(
+                    [
+                        f"{pkt.queue_elapsed:.6f}",
+                        local_iso(pkt.wall_s),
+                        _cell(pkt.device_ts),
+                        pkt.device_id,
+                        _cell(payload),
+                    ]
+                )
+                self.rows_written += 1
+                self.rows_by_device[pkt.device_id] += 1
+                now = time.monotonic()
+                if self._queue.empty() or now - last_flush >= FLUSH_INTERVAL_S:
+                    self._fh.flush()
+                    last_flush = now
+            except OSError as exc:
+                self.error = exc
+        try:
+            self._fh.flush()
+        except OSError as exc:
+            self.error = self.error or exc
+
+    def _rewrite_fanned_out(self) -> None:
+        """Stream the log into its final layout: dict keys as columns."""
+        keys = list(self._dict_keys)
+        # not tempfile.mkstemp: its 0600 mode would make the log unreadable to other
+        # users; O_EXCL + 0666 honours the umask like every other run file
+        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(6)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with (
+                os.fdopen(fd, "w", newline="", encoding="utf-8") as out,
+                open(self.path, newline="", encoding="utf-8") as src,
+            ):
+                reader = csv.reader(src)
+                next(reader, None)  # the streamed header
+                w = csv.writer(out)
+                w.writerow([*BASE_COLUMNS, "payload", *keys])
+                blanks = [""] * len(keys)
+                for row in reader:
+                    base, cell = row[:4], row[4] if len(row) > 4 else ""
+                    as_dict = _json_object(cell)
+                    if as_dict is None:
+                        w.writerow([*base, cell, *blanks])
+                    else:
+                        w.writerow(
+                            [*base, "", *(_cell(as_dict.get(k, "")) for k in keys)]
+                        )
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _json_object(cell: str) -> dict[str, Any] | None:
+    """The dict a streamed payload cell holds, or None for any other payload."""
+    if not cell.startswith("{"):
+        return None
+    try:
+        value = json.loads(cell)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, (dict, list)):  # JSON, as streamed (not Python's repr)
+        return json.dumps(value, default=str)
+    return "" if value is None else value

@@ -1,0 +1,219 @@
+"""Summaries of recordings and run folders (``mesofield-napari inspect``).
+
+Everything reported is what is on disk and readable, never the plan: a frame counts
+when the sidecar (or the journal of a crashed run) lists it AND the data file holds
+it (the preallocated tail of a TIFF was never written; a sidecar may list more frames
+than a truncated file holds), and an unreadable file holds none.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..formats.names import split_extension
+from ..formats.sidecar import recording_path
+
+DROP_FACTOR = 1.5  # an interval this much above the median counts as dropped frames
+
+
+def frame_entries(payload: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Per-position lists of frame dicts (direct mode: one list, ``frame_metadatas``)."""
+    frames = payload.get("frame_metadatas")
+    if isinstance(frames, list):
+        return {"frame_metadatas": [f for f in frames if isinstance(f, dict)]}
+    return {
+        k: [f for f in v if isinstance(f, dict)]
+        for k, v in payload.items()
+        if isinstance(v, list)
+    }
+
+
+def frame_times_s(entries: list[dict[str, Any]]) -> np.ndarray:
+    """Frame clock in seconds from the first frame (runner_time_ms, else ElapsedTime-ms)."""
+    from ..formats.frameindex import PositionIndex
+
+    index = PositionIndex()
+    for e in entries:
+        index.add(e)
+    arr = index.times_ms / 1000.0
+    return arr - arr[0] if arr.size and np.isfinite(arr[0]) else arr
+
+
+def dropped_frames(entries: list[dict[str, Any]], times_s: np.ndarray) -> int:
+    """Gaps in the camera's ImageNumber, or else intervals far above the median."""
+    from ..formats.frameindex import PositionIndex
+
+    index = PositionIndex()
+    for e in entries:
+        index.add(e)
+    return count_dropped(index.image_numbers, times_s)
+
+
+def count_dropped(numbers: np.ndarray, times_s: np.ndarray) -> int:
+    """:func:`dropped_frames` on arrays: ImageNumber per frame (``NO_NUMBER`` where a
+    frame has none, which disables that rule) and the frame clock in seconds."""
+    from ..formats.frameindex import NO_NUMBER
+
+    numbers = np.asarray(numbers, dtype=np.int64)
+    if numbers.size > 1 and not (numbers == NO_NUMBER).any():
+        gaps = np.diff(numbers)
+        return int(np.sum(np.clip(gaps - 1, 0, None)))
+    if times_s.size < 3:
+        return 0
+    dt = np.diff(times_s)
+    dt = dt[np.isfinite(dt)]
+    med = float(np.median(dt)) if dt.size else 0.0
+    if med <= 0:
+        return 0
+    return int(np.sum(np.maximum(np.round(dt[dt > DROP_FACTOR * med] / med) - 1, 1)))
+
+
+def summarize_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What is on disk and readable: frames, shape, dtype, timing, sidecar state.
+
+    ``frames`` counts the frames that the sidecar (or journal) lists AND that the data
+    file holds and can be read (0 for a file that cannot be opened); ``complete`` is
+    true only for a final sidecar whose every frame is in a readable file;
+    ``problems`` says why not (one sentence each).
+    """
+    from .recording import RecordingWarning, load_index, open_recording, run_notes
+
+    data = recording_path(Path(path))
+    problems: list[str] = []
+    rec = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RecordingWarning)
+        try:
+            rec = open_recording(data)
+        except (OSError, ValueError) as exc:
+            problems.append(str(exc))
+    if rec is None:
+        index, state, notes = load_index(data)
+        problems.extend(notes)
+        listed = index.counts
+        by_position = {k: 0 for k in listed}
+        shape = dtype = None
+        times = np.zeros(0)
+        dropped = 0
+        first = next(iter(index.positions.values()), None)
+        codec = index.extra.get("codec") or (
+            first.first.get("video_codec") if first and first.first else None
+        )
+        files_exist = data.exists()
+    else:
+        state, index = rec.sidecar_state, rec.index
+        problems.extend(rec.warnings)
+        listed = {k: n for k, n in index.counts.items() if k in rec.files}
+        if rec.path.name == data.name:  # the whole recording: every listed position
+            listed = index.counts
+        by_position = {k: rec.frames_for(k) for k in rec.positions}
+        shape, dtype = list(rec.shape), str(rec.dtype)
+        times, dropped, codec = rec.timestamps_s, rec.dropped_frames, rec.codec
+        files_exist = True
+        if rec.kind == "video":
+            problems.extend(_undecodable(rec))
+    if state == "journal":
+        problems.append(
+            "no final sidecar: the run did not finish "
+            "(`mesofield-napari recover` rebuilds it from the journal)"
+        )
+    elif state == "missing":
+        problems.append("no frame-metadata sidecar or journal")
+    short = {k: n for k, n in listed.items() if by_position.get(k, 0) < n}
+    duration = float(times[-1]) if times.size and np.isfinite(times[-1]) else 0.0
+    fps = (times.size - 1) / duration if duration > 0 else None
+    return {
+        "path": str(data),
+        "kind": "video"
+        if split_extension(data)[1].lower() in (".mp4", ".avi")
+        else "tiff",
+        "exists": files_exist,
+        "frames": sum(by_position.values()),
+        "frames_listed": sum(listed.values()),
+        "frames_by_position": by_position,
+        "shape": shape,
+        "dtype": dtype,
+        "codec": codec if isinstance(codec, str) and codec else None,
+        "duration_s": round(duration, 6),
+        "fps": round(fps, 3) if fps else None,
+        "dropped_frames": dropped,
+        "sidecar": state,
+        "complete": state == "final"
+        and rec is not None
+        and not short
+        and not any(p.startswith("cannot decode") for p in problems),
+        "problems": problems,
+        "notes": run_notes(data) if rec is None else list(rec.notes),
+    }
+
+
+def _undecodable(rec: Any) -> list[str]:
+    """A video that lists frames it cannot decode is not complete (checks the last)."""
+    out = []
+    for key in rec.positions:
+        n = rec.frames_for(key)
+        if n:
+            try:
+                rec.frame_block(n - 1, n, key)
+            except OSError as exc:
+                out.append(str(exc))
+    return out
+
+
+def find_recordings(folder: Path) -> list[Path]:
+    """Recordings below ``folder`` (not in ``processed/``), as the reader finds them."""
+    from .recording import find_recording_paths
+
+    return find_recording_paths(folder)
+
+
+def summarize_run(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """An experiment, session or run folder: its recordings, notes and whether every
+    run's manifest says the acquisition completed.
+
+    Manifests are mesokit ``AcquisitionManifest``s (or the run manifests written
+    before them); ``processed/`` outputs are not recordings. ``notes`` are every notes
+    file found (a session folder may hold several runs); each recording's own run's
+    notes are in its ``notes``.
+    """
+    from ..manager.manifest import read_manifest_summary
+    from .recording import read_notes
+
+    folder = Path(folder)
+    manifests = [
+        p
+        for p in sorted(folder.rglob("*_manifest.json"))
+        if not _in_processed(p, folder)
+    ]
+    complete = bool(manifests)
+    errors: list[str] = []
+    for path in manifests:
+        try:
+            summary = read_manifest_summary(path)
+        except (ValueError, OSError) as exc:
+            complete = False
+            errors.append(f"corrupt manifest {path.name}: {str(exc).splitlines()[0]}")
+            continue
+        complete = complete and summary["complete"]
+        errors.extend(summary["errors"])
+    notes = read_notes(
+        [p for p in sorted(folder.rglob("*_notes.txt")) if not _in_processed(p, folder)]
+    )
+    recordings = [summarize_recording(p) for p in find_recordings(folder)]
+    return {
+        "run_dir": str(folder),
+        "complete": complete and all(r["complete"] for r in recordings),
+        "errors": errors,
+        "notes": notes,
+        "recordings": recordings,
+        "frames": sum(r["frames"] for r in recordings),
+    }
+
+
+def _in_processed(path: Path, root: Path) -> bool:
+    return "processed" in path.relative_to(root).parts[:-1]

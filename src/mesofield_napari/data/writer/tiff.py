@@ -1,0 +1,370 @@
+"""``CustomWriter``: BigTIFF OME-TIFF + legacy frame-metadata sidecar, crash-safe.
+
+What changes against pymmcore-plus's ``OMETiffWriter`` (whose public methods keep their
+names and roles):
+
+- always BigTIFF (mesoscope runs exceed 4 GiB), never overwrites an existing file;
+- ``frameReady`` only queues the frame (see ``_queued.py``); pixels are written by one
+  writer thread with ``pwrite`` at the frame's offset -- no per-frame ``flush()`` of
+  the whole memmap (measured ~0.5x disk speed upstream); data is fsync'ed on a 1 s
+  interval instead;
+- **exact files**: a run that ends early (Stop, an error, the app closing) is
+  finished to a file that holds and declares exactly the frames written -- headers
+  rewritten in place, never a pixel copied (``tiff_layout.py``), crash-safely, and
+  redone by ``recover`` for a run whose process died;
+- **planned or until Stop**: a sized ``MDASequence`` reserves the whole file's disk
+  space up front (a full disk is a clear error at the start, never a ``SIGBUS``);
+  an iterable of events (``acquisition.endless_timelapse``, whatever pymmcore-plus hands
+  over as a ``GeneratorMDASequence``) or ``until_stop=True`` grows the file instead,
+  reserving ~0.1-1 s of frames ahead, so a full disk is a ``RecordingError`` with
+  every frame before it kept;
+- per-frame metadata is journaled while recording (not kept in memory) and
+  streamed into the legacy ``<file>_frame_metadata.json`` atomically at the end;
+- a plain ``.tif``/``.tiff``/``.btf`` reads back with upstream's series shape and
+  axes (singleton axes dropped, as its ImageJ files do).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import RecordingError
+from ..formats.names import check_new_file
+from ..formats.sidecar import journal_path, sidecar_path
+from ..formats.tiff_layout import TiffLayout, create_tiff, finish_exact, tail_bound
+from ._pipeline import DEFAULT_FLUSH_INTERVAL_S, DEFAULT_MAX_QUEUE_BYTES, WriterStats
+from ._queued import _NULL, QueuedWriterMixin
+from ._upstream import OMETiffWriter
+
+if TYPE_CHECKING:
+    import useq
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CustomWriter", "WriterStats"]
+
+TIFF_EXTENSIONS = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf")
+
+
+# until Stop: disk reserved ahead of the frames, between 16 and 256 MiB at a time
+_MIN_RESERVE, _MAX_RESERVE, _RESERVE_FRAMES = 16 * 2**20, 256 * 2**20, 64
+_NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+@dataclass
+class _Target:
+    """One position's file: where its frames go and how far it got."""
+
+    key: str
+    path: Path
+    fd: int
+    layout: TiffLayout
+    lead_shape: tuple[int, ...]  # planned t/z/c sizes (until Stop: open-ended)
+    count: int = 0  # frames written
+    last_flat: int = -1  # highest storage index written
+    reserved: int = 0  # bytes of the file reserved on disk (until Stop)
+    tight: bool = False  # the disk refused a whole chunk: reserve frame by frame
+
+    @property
+    def data_offset(self) -> int:
+        return self.layout.data_offset
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        return self.layout.frame_shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.layout.dtype)
+
+
+class _OpenEnded:
+    """``position_sizes`` of an until-Stop run: every position is one open-ended
+    stream of frames (upstream then indexes each frame with ``()``)."""
+
+    def __getitem__(self, p_index: int) -> dict[str, int]:
+        return {}
+
+    def __iter__(self) -> Iterator[dict[str, int]]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+class CustomWriter(QueuedWriterMixin, OMETiffWriter):
+    """OME-TIFF (BigTIFF) writer with a per-frame metadata sidecar.
+
+    Parameters
+    ----------
+    filename
+        ``.ome.tif(f)`` for OME-TIFF, ``.tif(f)``/``.btf`` for a plain BigTIFF.
+        Multi-position sequences write ``<stem>_<poskey><ext>`` per position.
+    max_queue_bytes
+        Memory budget for frames waiting for the disk (default 512 MiB). When it is
+        used up the acquisition waits (back-pressure, counted in ``stats``).
+    flush_interval
+        Seconds between fsyncs of data and journal (bounds data at risk on an OS
+        crash; a killed process loses nothing that reached the writer thread).
+    until_stop
+        Record every position as one open-ended time series in arrival order,
+        growing the file instead of preallocating the sequence's planned size.
+        Automatic when the MDA runs an iterable of events (e.g.
+        ``mesofield_napari.acquisition.endless_timelapse``), whose length nobody
+        knows.
+
+    Notes
+    -----
+    ``frame_metadatas`` (upstream's in-memory list of every frame's metadata) stays
+    empty: the metadata is journaled to disk and streamed into the sidecar, so
+    memory does not grow with the run's length.
+    """
+
+    def __init__(
+        self,
+        filename: Path | str,
+        *,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL_S,
+        until_stop: bool = False,
+    ) -> None:
+        name = os.fspath(filename)
+        if not name.lower().endswith(TIFF_EXTENSIONS):
+            raise ValueError(
+                f"CustomWriter filename must end with one of {', '.join(TIFF_EXTENSIONS)}"
+                f": {name!r}"
+            )
+        check_new_file(name, sidecar_path(name), journal_path(name))
+        # upstream rejects .btf; it only needs a tif-ish name for its bookkeeping
+        super().__init__(name if not name.lower().endswith(".btf") else name + ".tif")
+        self._filename = name
+        self._is_ome = ".ome.tif" in name.lower()
+        self._targets: dict[int, _Target] = {}
+        self._until_stop = bool(until_stop)
+        self._growing = self._until_stop
+        self._init_queue(max_queue_bytes=max_queue_bytes, flush_interval=flush_interval)
+
+    @property
+    def until_stop(self) -> bool:
+        """True while the current run grows its files (no planned length)."""
+        return self._growing
+
+    @property
+    def position_sizes(self) -> Any:
+        if self._growing:
+            return _OpenEnded()
+        return self._position_sizes
+
+    def sequenceStarted(self, seq: useq.MDASequence, meta: Any = _NULL) -> None:
+        open_ended = type(seq).__name__ == "GeneratorMDASequence"
+        self._growing = self._until_stop or open_ended
+        if open_ended:
+            import useq
+
+            # its ``sizes`` warns and is empty: upstream gets a plain empty sequence
+            seq = useq.MDASequence()
+        super().sequenceStarted(seq, meta)
+
+    # ------------------------------------------------------------ seed API
+    def new_array(
+        self, position_key: str, dtype: np.dtype, sizes: dict[str, int]
+    ) -> np.memmap:
+        """Create the BigTIFF for ``position_key`` and return a read-only memmap.
+
+        A planned file reserves its whole size on disk; an until-Stop file holds
+        one frame and grows. Its layout is journaled before its first frame, so
+        ``recover`` can finish it after a crash.
+        """
+        path = self._position_path(position_key)
+        check_new_file(path)
+        dtype = np.dtype(dtype)
+        frame_shape = (int(sizes["y"]), int(sizes["x"]))
+        lead = {k: int(v) for k, v in sizes.items() if k not in ("y", "x")}
+        growing = self._growing
+        dims, lead_shape = (
+            ("t", (1,)) if growing else ("".join(lead), tuple(lead.values()))
+        )
+        frame_bytes = int(np.prod(frame_shape)) * dtype.itemsize
+        pages = 1 if growing else int(np.prod(lead_shape, dtype=np.int64))
+        if not growing:
+            _check_free_space(path, pages * frame_bytes)
+        try:
+            fd, layout = create_tiff(
+                path,
+                dtype=dtype,
+                frame_shape=frame_shape,
+                dims=dims,
+                sizes=lead_shape,
+                growing=growing,
+                is_ome=self._is_ome,
+                metadata=self._sequence_metadata(),
+            )
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            raise RecordingError(
+                f"cannot create {path.name}: {exc.strerror or exc}"
+            ) from exc
+        target = _Target(position_key, path, fd, layout, lead_shape)
+        try:
+            if growing:
+                self._reserve_for(target, 1)
+            else:
+                _reserve(fd, 0, layout.data_offset + pages * frame_bytes)
+            if self._journal is not None:
+                self._journal.append_layout(layout.to_json(), position_key)
+        except (OSError, RecordingError) as exc:
+            os.close(fd)
+            path.unlink(missing_ok=True)  # created exclusively above: it is ours
+            if isinstance(exc, RecordingError):
+                raise
+            raise RecordingError(
+                f"cannot reserve {_gb(pages * frame_bytes)} for {path.name}: "
+                f"{exc.strerror or exc}"
+            ) from exc
+        mmap = np.memmap(
+            path,
+            dtype=dtype,
+            mode="r",
+            offset=layout.data_offset,
+            shape=(*lead_shape, *frame_shape),
+        )
+        self._targets[id(mmap)] = target
+        return mmap
+
+    def write_frame(
+        self, ary: np.memmap, index: tuple[int, ...], frame: np.ndarray
+    ) -> None:
+        """Write one frame at its offset in the file (writer thread, no flush)."""
+        target = self._targets.get(id(ary))
+        if target is None:  # an array we did not create: behave like upstream
+            ary[index] = frame
+            return
+        if frame.shape != target.frame_shape:
+            raise RecordingError(
+                f"frame shape {frame.shape} does not match {target.frame_shape} "
+                f"of {target.path.name} (camera ROI or binning changed mid-run?)"
+            )
+        if frame.dtype != target.dtype:
+            frame = frame.astype(target.dtype)
+        if self._growing:
+            flat = target.count
+            self._reserve_for(target, flat + 1)
+        else:
+            flat = int(np.ravel_multi_index(index, target.lead_shape)) if index else 0
+        offset = target.data_offset + flat * target.layout.frame_bytes
+        data = memoryview(np.ascontiguousarray(frame)).cast("B")
+        while data:
+            written = os.pwrite(target.fd, data, offset)
+            data, offset = data[written:], offset + written
+        target.count += 1
+        target.last_flat = max(target.last_flat, flat)
+
+    def finalize_metadata(self) -> None:
+        """Make the data durable, finish every file to the frames written, then
+        stream the legacy sidecar atomically (in that order: crash-safe)."""
+        with self._io_lock:
+            self._flush_data()
+            targets = list(self._targets.values())
+            self._targets.clear()
+        problems = []
+        for target in targets:
+            try:
+                self._finish_target(target)
+            except OSError as exc:
+                problems.append(f"{target.path.name}: {exc.strerror or exc}")
+            finally:
+                os.close(target.fd)
+        if problems:
+            raise RecordingError(
+                "could not finish " + "; ".join(problems) + f"; frames are kept "
+                f"(run `mesofield-napari recover {self._filename}`)"
+            )
+        self._write_sidecar(dict(self.frame_metadatas))
+
+    # ------------------------------------------------------------ internals
+
+    def _finish_target(self, target: _Target) -> None:
+        layout = target.layout
+        pages = layout.pages_for(target.last_flat)
+        if pages == 0:  # nothing was ever written: no file claims to be a recording
+            target.path.unlink(missing_ok=True)
+            self.position_arrays.pop(target.key, None)
+            return
+        finish_exact(target.fd, layout, pages)
+        # the old map may reach past the new end of file (SIGBUS if read there)
+        sizes = layout.final_sizes(pages)
+        self.position_arrays[target.key] = np.memmap(
+            target.path,
+            dtype=target.dtype,
+            mode="r",
+            offset=layout.data_offset,
+            shape=(*sizes, *layout.frame_shape),
+        )
+
+    def _reserve_for(self, target: _Target, pages: int) -> None:
+        """Until Stop: keep disk reserved for ``pages`` frames plus the headers that
+        finishing will write, a chunk ahead; frame by frame once the disk is tight."""
+        layout = target.layout
+        need = (
+            layout.data_offset + pages * layout.frame_bytes + tail_bound(layout, pages)
+        )
+        if need <= target.reserved:
+            return
+        chunk = min(
+            _MAX_RESERVE, max(_MIN_RESERVE, _RESERVE_FRAMES * layout.frame_bytes)
+        )
+        ends = [need] if target.tight else [max(need, target.reserved + chunk), need]
+        for end in ends:
+            try:
+                _reserve(target.fd, target.reserved, end - target.reserved)
+            except OSError as exc:
+                if exc.errno not in _NO_SPACE:
+                    raise
+                if end == need:
+                    raise RecordingError(
+                        f"disk full: cannot grow {target.path.name} for frame "
+                        f"{pages} ({exc.strerror or exc}); the {pages - 1} frame(s) "
+                        "before it are kept"
+                    ) from exc
+                target.tight = True
+                continue
+            target.reserved = end
+            return
+
+    def _flush_data(self) -> None:
+        for target in self._targets.values():
+            os.fdatasync(target.fd)
+
+
+def _gb(nbytes: int) -> str:
+    return f"{nbytes / 1e9:.2f} GB"
+
+
+def _check_free_space(path: Path, nbytes: int) -> None:
+    free = shutil.disk_usage(path.parent).free
+    if nbytes > free:
+        raise RecordingError(
+            f"not enough disk space for {path.name}: needs {_gb(nbytes)}, "
+            f"{_gb(free)} free on {path.parent}"
+        )
+
+
+def _reserve(fd: int, offset: int, length: int) -> None:
+    """Allocate the file's blocks now, so the disk cannot fill up under them."""
+    if length <= 0 or not hasattr(os, "posix_fallocate"):  # pragma: no cover
+        return
+    try:
+        os.posix_fallocate(fd, offset, length)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise

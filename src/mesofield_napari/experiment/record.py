@@ -1,0 +1,68 @@
+"""Record one session of an experiment headless, start to finish, bounded waits.
+
+What ``mesofield-napari record --experiment TARGET`` runs (``cli/record.py`` parses
+the options, prints the returned object or a summary, and turns
+:class:`ExperimentError` into one line and exit status 2). A run that started but
+failed returns ``ok: false`` with its ``errors``, its files kept.
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+from typing import Any
+
+from ..devices import DeviceError
+from .config import ExperimentError, load_experiment
+from .run import ExperimentRun
+
+__all__ = ["ExperimentError", "record_experiment"]
+
+# every wait is bounded: the run's own length plus this much to finalize files
+FINALIZE_TIMEOUT_S = 300.0
+
+
+def record_experiment(
+    target: str | Path,
+    subject: str | None = None,
+    session: str | int | None = None,
+    task: str | None = None,
+    duration: float | None = None,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Record one session of the experiment at ``target`` and describe what it wrote.
+
+    Returns ``{"ok", "files": [{path, kind, frames, sidecar, device_id, ...}],
+    "run_dir", "manifest", "errors", ...}``. Raises :class:`ExperimentError` (one line
+    naming the file and key, or the device) for unusable files or a device that cannot
+    be opened; nothing is written then.
+    """
+    experiment = load_experiment(target)
+    run = ExperimentRun(
+        experiment,
+        subject=subject,
+        session=session,
+        task=task,
+        duration=duration,
+        out=out,
+    )
+    try:
+        run.open()
+    except DeviceError as exc:
+        raise ExperimentError(f"{experiment.hardware_path}: {exc}") from None
+    except PermissionError as exc:
+        raise ExperimentError(str(exc)) from None
+    try:
+        run.start()
+        finished = run.wait(run.duration_s * 2 + 60.0)
+    except KeyboardInterrupt:
+        run.stop(FINALIZE_TIMEOUT_S)
+        raise
+    if not finished:
+        run.stop(FINALIZE_TIMEOUT_S)
+    result = run.result()
+    # release the devices' cores now, on this thread: left to the interpreter's
+    # exit, pymmcore's C++ side could call back into a finalizing Python
+    del run
+    gc.collect()
+    return result
