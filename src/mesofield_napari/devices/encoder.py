@@ -34,19 +34,38 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from ..data.clock import local_iso
 from . import DeviceError
 
-if TYPE_CHECKING:
-    from ..experiment.config import EncoderSpec
-
 FLUSH_INTERVAL_S = 1.0
 JOIN_TIMEOUT_S = 5.0
 Push = Callable[[Any, Any], None]  # (payload, device_ts) -> data-queue row
+
+
+class EncoderSettings(Protocol):
+    """What an encoder needs to know (``experiment.EncoderSpec`` is one: the
+    ``encoder:`` block of ``hardware.yaml``)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def type(self) -> str: ...  # "wheel" or "treadmill"
+    @property
+    def port(self) -> str | None: ...
+    @property
+    def baudrate(self) -> int: ...
+    @property
+    def cpr(self) -> int: ...  # clicks per revolution
+    @property
+    def diameter_mm(self) -> float: ...
+    @property
+    def sample_interval_ms(self) -> float: ...
+    @property
+    def development_mode(self) -> bool: ...  # simulated samples, no port
 
 
 class Encoder:
@@ -59,7 +78,7 @@ class Encoder:
 
     def __init__(
         self,
-        spec: EncoderSpec,
+        spec: EncoderSettings,
         push: Push,
         csv_path: Path | None = None,
         *,

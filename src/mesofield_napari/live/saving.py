@@ -35,10 +35,10 @@ from ..data.batch.jobs import default_out_dir
 from ..data.clock import local_iso
 from ..data.formats.names import split_extension
 from ..data.manager.manifest import Producer
+from .sink import Sample
 
 if TYPE_CHECKING:
     from ..data.manager.run_manager import RunManager
-    from .traces import LiveTraces, Sample
 
 __all__ = ["TRACES_DEVICE", "RunTraceFiles", "processed_dir", "traces_queue_rows"]
 
@@ -95,11 +95,10 @@ class _Stream:
 
 
 class RunTraceFiles:
-    """The :class:`~mesofield_napari.live.traces.TraceSink` of one run."""
+    """The :class:`~.sink.TraceSink` of one run."""
 
-    def __init__(self, run: RunManager, model: LiveTraces) -> None:
+    def __init__(self, run: RunManager) -> None:
         self.run = run
-        self.model = model
         self.folder = processed_dir(run.run_dir)
         self._streams: dict[tuple[int, str], _Stream] = {}
         self._last_flush = time.monotonic()
@@ -148,8 +147,9 @@ class RunTraceFiles:
         self.run.add_note(text)
 
     # ------------------------------------------------------------ end of run
-    def close(self, summary: dict[str, Any]) -> None:
-        """Rename the traces into place, write the ROI JSON, declare producers."""
+    def close(self, summary: dict[str, Any]) -> list[str]:
+        """Rename the traces into place, write the ROI JSON, declare producers;
+        returns what could not be saved (also a run note while the run lasts)."""
         stem = camera_stem(self.run)
         errors: list[str] = []
         by_roi: dict[int, dict[str, str]] = {}
@@ -202,7 +202,7 @@ class RunTraceFiles:
         if errors and self.run.running:
             with contextlib.suppress(Exception):
                 self.run.add_note("live traces not fully saved: " + "; ".join(errors))
-        self.model.errors.extend(errors)
+        return errors
 
 
 def _calibration(path: Path, summary: dict[str, Any]) -> Any:

@@ -37,12 +37,13 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..data.batch.traces import block_means
 from .rois import Roi
+from .sink import Sample, TraceSink
 
 if TYPE_CHECKING:
     from ..data.manager.run_manager import RunManager
@@ -81,18 +82,6 @@ class DffSettings:
         return max(1, round(self.window_s * fs))
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One computed value: ``frame`` is the 1-based frame number in the run."""
-
-    roi: int
-    frame: int
-    time_s: float
-    mean: float
-    dff: float | None
-    device_ts: Any = None
-
-
 @dataclass
 class TraceView:
     """What the plot shows of one ROI: its newest samples (copies)."""
@@ -102,14 +91,6 @@ class TraceView:
     time_s: np.ndarray
     mean: np.ndarray
     dff: np.ndarray | None
-
-
-class TraceSink(Protocol):
-    """Where samples and ROI changes go (the run's files and data queue)."""
-
-    def sample(self, s: Sample) -> None: ...
-
-    def roi_event(self, event: dict[str, Any]) -> None: ...
 
 
 class _Window:
@@ -491,7 +472,7 @@ class LiveTraces:
         self.stop()
         with self._lock:
             self.run = run
-            self._files = RunTraceFiles(run, self)
+            self._files = RunTraceFiles(run)
             self.sink = self._files
             self.fs = self.fs_given
             self._probe = []
@@ -522,6 +503,6 @@ class LiveTraces:
             self.run = None
         if files is not None:
             try:
-                files.close(self.summary())
+                self.errors.extend(files.close(self.summary()))
             except Exception as exc:  # never let traces break the run's ending
                 self.errors.append(f"live traces not saved: {exc}")
