@@ -48,7 +48,6 @@ from qtpy.QtWidgets import (
 )
 
 from ..data.batch import DFF_METHODS
-from ..data.batch.selection import camera_name
 from ..data.batch.requests import (
     DEFAULT_PATTERN,
     OPERATION_CHOICES,
@@ -66,6 +65,7 @@ from ..data.batch.requests import (
     trace_matches,
     trace_path,
 )
+from ..data.batch.selection import camera_name
 from ._plot import (
     LINE_COLOR,
     make_plot,

@@ -27,10 +27,10 @@ if TYPE_CHECKING:
     from ..recording import Recording
 
 __all__ = [
+    "VIDEO_EXTENSIONS",
     "DoesNotFit",
     "Selection",
     "Skipped",
-    "VIDEO_EXTENSIONS",
     "camera_name",
     "check_camera",
     "is_video",

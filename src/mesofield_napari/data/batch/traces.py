@@ -84,7 +84,7 @@ def roi_mask(roi: ROI, shape: tuple[int, int], label: int | None = None) -> _Reg
         y0, y1, x0, x1 = (int(v) for v in roi)
         if not (y0 < y1 and x0 < x1):
             raise ValueError(f"ROI (y0, y1, x0, x1)={tuple(roi)} is empty")
-        if not (0 <= y0 and y1 <= h and 0 <= x0 and x1 <= w):
+        if not (y0 >= 0 and y1 <= h and x0 >= 0 and x1 <= w):
             raise DoesNotFit(
                 f"ROI (y0, y1, x0, x1)={tuple(roi)} is outside the {h}x{w} frame"
             )
