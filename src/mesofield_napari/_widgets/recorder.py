@@ -43,6 +43,7 @@ from ._live import (
     LIVE_INTERVAL_MS,
     CloseWatcher,
     LivePacer,
+    absolute_path,
     settings_store,
     show_live,
 )
@@ -328,7 +329,7 @@ class RecorderWidget(QWidget):
 
     def _save_settings(self) -> None:
         s = self._settings
-        s.setValue("output_root", self.root_edit.text())
+        s.setValue("output_root", absolute_path(self.root_edit.text()))
         s.setValue("subject", self.subject_edit.text())
         s.setValue("session", self.session_edit.text())
         s.setValue("task", self.task_edit.text())

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mesokit_schema import DataqueuePayloadSchema
 
+from ..core_release import release_core
 from ..data._pipeline import DEFAULT_MAX_QUEUE_BYTES
 from ..data._signals import connect_direct, disconnect_quietly
 from ..data.manager import RunManager, describe_writer
@@ -280,8 +281,9 @@ class MMCamera:
     def shutdown(self) -> None:
         if not self.owns_core:  # still in use by whoever lent it
             return
-        with contextlib.suppress(Exception):
-            self.core.unloadAllDevices()
+        # unload and stop the core's native notification thread now: left running,
+        # it aborts the interpreter at exit now and then (see core_release)
+        release_core(self.core)
 
     def status(self) -> dict[str, Any]:
         stats = self.writer.stats if self.writer is not None else None
@@ -315,8 +317,8 @@ class ExperimentRun:
     duration
         Seconds (default: ``Configuration.duration``).
     out
-        The experiment folder to write into (default: ``experiment_directory``,
-        else the folder of the experiment files).
+        The experiment folder to write into (default: ``experiment_directory``;
+        without one, ``ExperimentError``: never the folder of the config files).
     cores
         Cores already running for ``micromanager`` cameras, by camera id (in napari:
         the one napari-micromanager drives, when its camera is the primary). The run
@@ -354,7 +356,12 @@ class ExperimentRun:
             )
         self.duration_s = float(duration)
         root = Path(out) if out else experiment.experiment_directory
-        self.root = root or experiment.json_path.parent
+        if root is None:  # never the config's own folder (often a git checkout)
+            raise ExperimentError(
+                f"{experiment.json_path}: no experiment_directory; give the "
+                "experiment (output) folder (out=..., --out DIR)"
+            )
+        self.root = root
         self.max_queue_bytes = max_queue_bytes
         self.run = RunManager(
             self.root, sid, self.session, self.task, experiment.parameters(sid)
