@@ -276,6 +276,9 @@ def _run_app(opts: AppOptions) -> AppResult:
     warnings.filterwarnings(
         "ignore", message="Error fetching icon", category=UserWarning
     )
+    from ._reader_preference import prefer_mesofield_reader
+
+    prefer_mesofield_reader()  # dropped recordings open without a reader dialog
     viewer = napari.Viewer(title="mesofield")
     viewer.window.resize(1500, 950)
     result = AppResult()

@@ -111,6 +111,9 @@ class RecorderWidget(QWidget):
         self.live_updates = 0  # how often the live layer was refreshed (benchmark)
         self._shown_index = 0
         self._suppress = contextlib.ExitStack()
+        from .._reader_preference import prefer_mesofield_reader
+
+        prefer_mesofield_reader()  # reopened/dropped runs use our reader, no dialog
         self._settings = settings_store()
         self._build_ui()
         self._load_settings()

@@ -477,4 +477,28 @@ def _writer_calibration(writer: Writer, path: Path) -> dict[str, Any]:
     for k in ("codec", "fps"):
         if k in entry:
             out[k] = entry[k]
+    out.update(_measured_timing(path, entry))
     return out
+
+
+def _measured_timing(path: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """The file's own timing figures (:mod:`.frame_timing`), as ``inspect`` gives
+    them: ``fps_measured`` on the frames' clock (``fps`` is the nominal rate the
+    writer was given), ``frames_missing`` and ``frames_late``."""
+    if not entry.get("sidecar"):
+        return {}
+    import warnings
+
+    from .recording import RecordingWarning, open_recording
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RecordingWarning)
+            timing = open_recording(path).timing
+    except (OSError, ValueError):
+        return {}
+    return {
+        "fps_measured": round(timing.fps, 3) if timing.fps else None,
+        "frames_missing": timing.missing,
+        "frames_late": timing.late,
+    }

@@ -45,6 +45,8 @@ from .sidecar import (
 if TYPE_CHECKING:
     import dask.array as da
 
+    from .frame_timing import FrameTiming
+
 __all__ = [
     "Recording",
     "RecordingWarning",
@@ -565,9 +567,20 @@ class Recording:
 
     @property
     def dropped_frames(self) -> int:
-        from .summary import count_dropped
+        """Missing frames (ImageNumber gaps) of the first position; see :attr:`timing`."""
+        return self.timing.missing
 
-        return count_dropped(self.image_numbers_for(), self.timestamps_s)
+    @property
+    def timing(self) -> FrameTiming:
+        """Rate, missing and late frames of the first position (:mod:`.frame_timing`)."""
+        return self.timing_for()
+
+    def timing_for(self, position: str | None = None) -> FrameTiming:
+        from .frame_timing import frame_timing
+
+        return frame_timing(
+            self.image_numbers_for(position), self.timestamps_for(position)
+        )
 
     @property
     def codec(self) -> str | None:

@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from .frame_timing import LATE_FACTOR, frame_timing
 from .paths import split_extension
 from .sidecar import recording_path
 
-DROP_FACTOR = 1.5  # an interval this much above the median counts as dropped frames
+DROP_FACTOR = LATE_FACTOR  # the name the inspector used; see frame_timing
 
 
 def frame_entries(payload: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -45,7 +46,7 @@ def frame_times_s(entries: list[dict[str, Any]]) -> np.ndarray:
 
 
 def dropped_frames(entries: list[dict[str, Any]], times_s: np.ndarray) -> int:
-    """Gaps in the camera's ImageNumber, or else intervals far above the median."""
+    """Missing frames: gaps in the camera's ImageNumber (see :mod:`.frame_timing`)."""
     from .frameindex import PositionIndex
 
     index = PositionIndex()
@@ -55,22 +56,10 @@ def dropped_frames(entries: list[dict[str, Any]], times_s: np.ndarray) -> int:
 
 
 def count_dropped(numbers: np.ndarray, times_s: np.ndarray) -> int:
-    """:func:`dropped_frames` on arrays: ImageNumber per frame (``NO_NUMBER`` where a
-    frame has none, which disables that rule) and the frame clock in seconds."""
-    from .frameindex import NO_NUMBER
-
-    numbers = np.asarray(numbers, dtype=np.int64)
-    if numbers.size > 1 and not (numbers == NO_NUMBER).any():
-        gaps = np.diff(numbers)
-        return int(np.sum(np.clip(gaps - 1, 0, None)))
-    if times_s.size < 3:
-        return 0
-    dt = np.diff(times_s)
-    dt = dt[np.isfinite(dt)]
-    med = float(np.median(dt)) if dt.size else 0.0
-    if med <= 0:
-        return 0
-    return int(np.sum(np.maximum(np.round(dt[dt > DROP_FACTOR * med] / med) - 1, 1)))
+    """:func:`dropped_frames` on arrays: the missing frames of
+    :func:`~mesofield_napari.data.frame_timing.frame_timing` (a camera without
+    ImageNumber, ``NO_NUMBER``, has none; long intervals are *late* frames)."""
+    return frame_timing(numbers, times_s).missing
 
 
 def summarize_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -99,7 +88,7 @@ def summarize_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
         by_position = {k: 0 for k in listed}
         shape = dtype = None
         times = np.zeros(0)
-        dropped = 0
+        timing = frame_timing([], times)
         first = next(iter(index.positions.values()), None)
         codec = index.extra.get("codec") or (
             first.first.get("video_codec") if first and first.first else None
@@ -113,7 +102,7 @@ def summarize_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
             listed = index.counts
         by_position = {k: rec.frames_for(k) for k in rec.positions}
         shape, dtype = list(rec.shape), str(rec.dtype)
-        times, dropped, codec = rec.timestamps_s, rec.dropped_frames, rec.codec
+        times, timing, codec = rec.timestamps_s, rec.timing, rec.codec
         files_exist = True
         if rec.kind == "video":
             problems.extend(_undecodable(rec))
@@ -125,8 +114,7 @@ def summarize_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
     elif state == "missing":
         problems.append("no frame-metadata sidecar or journal")
     short = {k: n for k, n in listed.items() if by_position.get(k, 0) < n}
-    duration = float(times[-1]) if times.size and np.isfinite(times[-1]) else 0.0
-    fps = (times.size - 1) / duration if duration > 0 else None
+    duration, fps = timing.duration_s, timing.fps
     return {
         "path": str(data),
         "kind": "video"
@@ -141,7 +129,9 @@ def summarize_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
         "codec": codec if isinstance(codec, str) and codec else None,
         "duration_s": round(duration, 6),
         "fps": round(fps, 3) if fps else None,
-        "dropped_frames": dropped,
+        "dropped_frames": timing.missing,  # = missing_frames (the older name)
+        "missing_frames": timing.missing,
+        "late_frames": timing.late,
         "sidecar": state,
         "complete": state == "final"
         and rec is not None
