@@ -112,9 +112,12 @@ def read_recordings(
 def run_stamp(path: Path) -> str | None:
     """The run's ``<stamp>`` (``YYYYmmdd_HHMMSS``) at the start of a data file name."""
     parts = path.name.split("_", 2)
-    if len(parts) >= 2 and all(p.isdigit() for p in parts[:2]):
-        if len(parts[0]) == 8 and len(parts[1]) == 6:
-            return f"{parts[0]}_{parts[1]}"
+    if (
+        len(parts) >= 2
+        and all(p.isdigit() for p in parts[:2])
+        and (len(parts[0]), len(parts[1])) == (8, 6)
+    ):
+        return f"{parts[0]}_{parts[1]}"
     return None
 
 
