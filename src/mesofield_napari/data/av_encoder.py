@@ -100,6 +100,7 @@ class AVVideoEncoder:
             stream.time_base = Fraction(1, TIME_BASE_HZ)
             self._fps = float(fps)
             self._last_pts = -1
+            self._t0: float | None = None  # the first frame's time: pts 0
             ctx.gop_size = keyframe_interval(fps)
             ctx.color_range = _FULL_RANGE
             ctx.thread_count = max(1, int(threads))
@@ -134,7 +135,9 @@ class AVVideoEncoder:
         )
         vf.color_range = _FULL_RANGE
         if time_s is not None and math.isfinite(time_s):
-            pts = round(float(time_s) * TIME_BASE_HZ)
+            if self._t0 is None:
+                self._t0 = float(time_s)
+            pts = round((float(time_s) - self._t0) * TIME_BASE_HZ)
         else:
             pts = round(self.frames_sent * TIME_BASE_HZ / self._fps)
         pts = max(pts, self._last_pts + 1)
