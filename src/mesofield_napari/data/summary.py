@@ -202,7 +202,105 @@ def summarize_run(folder: str | os.PathLike[str]) -> dict[str, Any]:
         "notes": notes,
         "recordings": recordings,
         "frames": sum(r["frames"] for r in recordings),
+        "runs": _runs(manifests, recordings),
     }
+
+
+def _runs(manifests: list[Path], recordings: list[dict[str, Any]]) -> list[dict]:
+    """One entry per run (``<prefix>_manifest.json``): its recordings, its own notes,
+    whether it is complete and why not."""
+    from .recording import read_notes
+    from .run_manifest import read_manifest_summary
+
+    runs: list[dict[str, Any]] = []
+    taken: set[str] = set()
+    for path in sorted(manifests, key=lambda p: (len(p.name), p.name), reverse=True):
+        prefix = path.name.removesuffix("_manifest.json")
+        session = path.parent
+        mine = [
+            r
+            for r in recordings
+            if r["path"] not in taken
+            and Path(r["path"]).parent.parent == session
+            and Path(r["path"]).name.startswith(prefix + "_")
+        ]
+        taken.update(r["path"] for r in mine)
+        try:
+            info = read_manifest_summary(path)
+            done, errors = bool(info["complete"]), list(info["errors"])
+        except (ValueError, OSError) as exc:
+            done, errors = False, [f"corrupt manifest: {str(exc).splitlines()[0]}"]
+        notes_file = session / f"{prefix}_notes.txt"
+        runs.append(
+            {
+                "run": prefix,
+                "manifest": str(path),
+                "complete": done and all(r["complete"] for r in mine),
+                "errors": errors,
+                "notes": read_notes([notes_file]) if notes_file.exists() else [],
+                "recordings": [r["path"] for r in mine],
+            }
+        )
+    runs.sort(key=lambda r: r["run"])
+    orphans = [r["path"] for r in recordings if r["path"] not in taken]
+    if orphans:  # recordings of no manifest (folders written before manifests)
+        runs.append(
+            {
+                "run": None,
+                "manifest": None,
+                "complete": all(
+                    r["complete"] for r in recordings if r["path"] in orphans
+                ),
+                "errors": [],
+                "notes": [],
+                "recordings": orphans,
+            }
+        )
+    return runs
+
+
+#: ``inspect``'s exit code when a recording or run is incomplete (crashed, short,
+#: undecodable, a manifest that says so)
+EXIT_INCOMPLETE = 2
+
+
+def inspect_exit_code(summary: dict[str, Any]) -> int:
+    """0 when everything inspected is complete, else :data:`EXIT_INCOMPLETE`."""
+    return 0 if summary.get("complete") else EXIT_INCOMPLETE
+
+
+def _recording_lines(rec: dict[str, Any]) -> list[str]:
+    lines = [
+        rec["path"],
+        f"  frames {rec['frames']}  shape {rec['shape']}  {rec['dtype']}  "
+        f"{rec['duration_s']:.2f} s  fps {rec['fps']}  "
+        f"missing {rec.get('missing_frames', rec['dropped_frames'])}  "
+        f"late {rec.get('late_frames', 0)}",
+        f"  sidecar: {rec['sidecar']}  complete: {rec['complete']}",
+    ]
+    lines.extend(f"  problem: {p}" for p in rec.get("problems", []))
+    return lines
+
+
+def inspect_lines(summary: dict[str, Any]) -> list[str]:
+    """What ``inspect`` prints: each run with its recordings, its notes and errors
+    (a session folder holds several runs: no note is shown under another run)."""
+    if "recordings" not in summary:  # one recording
+        lines = _recording_lines(summary)
+        return lines + [f"  note: {n}" for n in summary.get("notes", [])]
+    by_path = {r["path"]: r for r in summary["recordings"]}
+    lines: list[str] = []
+    for run in summary.get("runs") or [
+        {"run": None, "recordings": list(by_path), "notes": summary.get("notes", []),
+         "errors": summary.get("errors", []), "complete": summary.get("complete")}
+    ]:  # fmt: skip
+        state = "complete" if run["complete"] else "INCOMPLETE"
+        lines.append(f"run {run['run'] or '(no manifest)'}: {state}")
+        for path in run["recordings"]:
+            lines.extend("  " + line for line in _recording_lines(by_path[path]))
+        lines.extend(f"  note: {n}" for n in run["notes"])
+        lines.extend(f"  error: {e}" for e in run["errors"])
+    return lines
 
 
 def _in_processed(path: Path, root: Path) -> bool:
