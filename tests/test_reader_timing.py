@@ -165,3 +165,27 @@ def test_manifest_inspect_and_reader_tell_one_story(two_rate_run):
         assert cal["frames_missing"] == summary["missing_frames"]
         assert cal["frames_late"] == summary["late_frames"]
         assert cal["fps_measured"] == pytest.approx(summary["fps"], rel=1e-3)
+
+
+def test_experiment_device_table_and_inspect_count_the_same_frames(tmp_path):
+    import shutil
+
+    from mesofield_napari.experiment import ExperimentRun, load_experiment
+
+    rig = tmp_path / "rig"
+    shutil.copytree(
+        Path(__file__).resolve().parents[1] / "examples" / "experiment", rig
+    )
+    hw = (rig / "hardware.yaml").read_text()
+    (rig / "hardware.yaml").write_text(
+        hw.replace("width: 512", "width: 32").replace("height: 512", "height: 32")
+    )
+    run = ExperimentRun(load_experiment(rig), out=tmp_path / "EXP", duration=0.5)
+    run.start()
+    assert run.wait(120)
+    rows = {r["id"]: r for r in run.device_rows()}
+    files = {f["device_id"]: f for f in run.result()["files"]}
+    for cam in ("mesoscope", "thorcam"):
+        summary = summarize_recording(files[cam]["path"])
+        assert rows[cam]["missing"] == summary["missing_frames"], cam
+        assert rows[cam]["lost"] == 0 and rows[cam]["frames"] == summary["frames"]

@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 
 TABLE_INTERVAL_MS = 500  # the device table refreshes at most twice a second
 FINALIZE_TIMEOUT_S = 300.0  # bounded waits for devices to stop and files to finalize
-COLUMNS = ("id", "kind", "state", "frames", "fps", "lost", "queue")
+COLUMNS = ("id", "kind", "state", "frames", "fps", "lost", "missing", "queue")
 
 
 NO_OUTPUT = (
@@ -325,6 +325,7 @@ class ExperimentPanel(QWidget):
                     "frames": 0,
                     "fps": 0.0,
                     "lost": 0,
+                    "missing": 0,
                     "queue_fill": 0.0,
                     "error": None,
                 }
@@ -523,6 +524,7 @@ class ExperimentPanel(QWidget):
                 str(row["frames"]),
                 f"{row['fps']:.1f}",
                 str(row["lost"]),
+                str(row.get("missing", 0)),
                 f"{row['queue_fill']:.0%}",
             )
             for c, text in enumerate(cells):

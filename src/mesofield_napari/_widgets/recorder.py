@@ -644,7 +644,7 @@ class RecorderWidget(QWidget):
             f"frames {st.frames_acquired} acquired, {st.frames_written} written"
             f"{of}  ·  {fps} fps",
             f"writer queue {st.queue_fill:.0%}  ·  back-pressure {st.backpressure_events}"
-            f"  ·  lost {st.frames_lost}",
+            f"  ·  lost {st.frames_lost}  ·  missing {st.frames_missing}",
             f"disk {_fmt_bytes(st.free_bytes)} free  ·  {left}disk full in"
             f" {_fmt_seconds(st.disk_time_left_s)}",
         ]

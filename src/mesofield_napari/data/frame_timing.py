@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LATE_FACTOR", "FrameTiming", "frame_timing"]
+__all__ = ["LATE_FACTOR", "FrameTiming", "MissingCounter", "frame_timing"]
 
 LATE_FACTOR = 1.5  # an interval this much above the median is a late frame
 
@@ -108,3 +108,25 @@ def frame_timing(
         missing_after=_ints(missing_after),
         late_frames=late_frames,
     )
+
+
+class MissingCounter:
+    """Missing frames counted as they arrive (the live form of ``missing``).
+
+    Fed each frame's ``ImageNumber`` (a camera without one feeds its frame index,
+    so it never counts a frame missing). A number at or below the last one is a
+    camera restart (a new sequence), as :func:`frame_timing` treats it.
+    """
+
+    def __init__(self) -> None:
+        self.missing = 0
+        self._last: int | None = None
+
+    def feed(self, number: Any) -> None:
+        try:
+            n = int(number)
+        except (TypeError, ValueError):
+            return
+        if self._last is not None and n > self._last + 1:
+            self.missing += n - self._last - 1
+        self._last = n

@@ -30,6 +30,7 @@ from typing import IO, Any, Literal
 from .clock import local_iso, local_now
 from .dataqueue import DataQueue
 from .errors import RecordingError
+from .frame_timing import MissingCounter
 from .paths import split_extension
 from .run_manifest import (
     Producer,
@@ -131,6 +132,7 @@ class RunManager:
         self._started_at: _dt.datetime | None = None
         self._stopped_at: _dt.datetime | None = None
         self._writers: dict[str, Writer] = {}
+        self._missing: dict[str, MissingCounter] = {}  # camera id -> live count
         self._producers: list[Producer] = []
         self._clock_devices: set[str] = set()  # cameras already pushing queue rows
         self._devices: dict[str, list[str | None]] = {}  # id -> [started, stopped]
@@ -252,6 +254,22 @@ class RunManager:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
+    def _frame_listener(self, device_id: str) -> Any:
+        """The camera's data-queue row per frame, counting missing frames on the way."""
+        counter = self._missing.setdefault(device_id, MissingCounter())
+        push = partial(self.queue.push, device_id)
+
+        def listen(number: Any, device_ts: Any) -> None:
+            counter.feed(number)
+            push(number, device_ts)
+
+        return listen
+
+    def frames_missing(self, device_id: str) -> int:
+        """Frames camera ``device_id`` numbered but never delivered (so far)."""
+        counter = self._missing.get(device_id)
+        return counter.missing if counter is not None else 0
+
     def writer_for(
         self,
         device_id: str,
@@ -288,7 +306,7 @@ class RunManager:
         if clock:
             self._clock_devices.add(device_id)
             # (ImageNumber, device time) of each frame -> a row of the run's clock
-            writer.frame_listener = partial(self.queue.push, device_id)
+            writer.frame_listener = self._frame_listener(device_id)
         self._producers.append(
             Producer(
                 device_id=device_id,

@@ -405,7 +405,7 @@ class ExperimentRun:
 
     def device_rows(self) -> list[dict[str, Any]]:
         """One row per device for a status table: ``id, kind, state, frames, fps,
-        lost, queue_fill, error`` (every device of the experiment, before it opens too).
+        lost, missing, queue_fill, error`` (every device of the experiment, before it opens too).
         """
         st = self.status()["devices"]
         specs: list[CameraSpec | EncoderSpec] = list(self.experiment.cameras)
@@ -437,6 +437,7 @@ class ExperimentRun:
                     "frames": int(s.get("frames", 0)),
                     "fps": float(s.get("fps", 0.0)),
                     "lost": int(s.get("lost", 0)),
+                    "missing": int(s.get("missing", 0)),
                     "queue_fill": float(s.get("queue_fill", 0.0)),
                     "error": error,
                 }
@@ -672,9 +673,17 @@ class ExperimentRun:
             "elapsed_s": round(elapsed, 3),
             "duration_s": self.duration_s,
             "primary": self.experiment.primary.id,
-            "devices": {k: d.status() for k, d in self.devices.items()},
+            "devices": {k: self._device_status(k, d) for k, d in self.devices.items()},
             "errors": list(self.run.errors),
         }
+
+    def _device_status(self, device_id: str, device: Any) -> dict[str, Any]:
+        """A device's status; a camera's also has ``missing`` (ImageNumber gaps, as
+        ``inspect`` counts them: see ``data.frame_timing``) beside ``lost``."""
+        status = dict(device.status())
+        if device_id in self._plan.cameras:
+            status["missing"] = self.run.frames_missing(device_id)
+        return status
 
     def result(self) -> dict[str, Any]:
         """The CLI's JSON object: ``ok``, ``files``, ``run_dir``, ``manifest``, ..."""
@@ -704,7 +713,7 @@ class ExperimentRun:
             "session": self.run.paths.session,
             "task": self.task,
             "duration_s": self.duration_s,
-            "devices": {k: d.status() for k, d in self.devices.items()},
+            "devices": {k: self._device_status(k, d) for k, d in self.devices.items()},
             "errors": list(self.run.errors),
         }
 
