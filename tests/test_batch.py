@@ -253,13 +253,13 @@ def test_overwrite_refused_keeps_file_identical(rec_path: Path, tmp_path: Path) 
     first = mean_trace(rec_path, out_dir=tmp_path)
     before = first.path.read_bytes()
     with pytest.raises(FileExistsError, match="overwrite"):
-        mean_trace(rec_path, (0, 10, 0, 10), out_dir=tmp_path)
+        mean_trace(rec_path, out_dir=tmp_path, max_frames=5)
     assert first.path.read_bytes() == before
     video = export_video(rec_path, ".avi", fourcc="MJPG", out_dir=tmp_path)
     vbytes = video.path.read_bytes()
     with pytest.raises(FileExistsError):
         export_video(rec_path, ".avi", fourcc="MJPG", out_dir=tmp_path)
     assert video.path.read_bytes() == vbytes
-    again = mean_trace(rec_path, (0, 10, 0, 10), out_dir=tmp_path, overwrite=True)
-    assert again.path.read_bytes() != before
+    again = mean_trace(rec_path, out_dir=tmp_path, max_frames=5, overwrite=True)
+    assert again.path == first.path and again.path.read_bytes() != before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -64,11 +64,13 @@ def test_inputs_are_merged_once_and_run_kwargs(recs: list[Path], tmp_path) -> No
         scheduler="  ",
     )
     assert req.paths == [recs[0], recs[1], tmp_path / "runs"]
-    assert req.pattern == DEFAULT_PATTERN and req.out_dir is None
+    assert DEFAULT_PATTERN == "" and req.pattern is None and req.out_dir is None
     assert req.scheduler is None and req.params == {}
     kw = req.run_kwargs()
     assert kw["operation"] == "mean-trace" and kw["workers"] == 1
-    assert kw["pattern"] == DEFAULT_PATTERN and kw["overwrite"] is False
+    assert kw["pattern"] is None and kw["overwrite"] is False
+    assert kw["include_videos"] is False  # the TIFF cameras unless asked
+    assert build_request("dff", files=recs, include_videos=True).include_videos
     assert build_request("mean-trace", files=recs, pattern="").pattern is None
 
 
@@ -271,10 +273,12 @@ def test_execute_mean_trace_and_read_back(recs: list[Path], tmp_path: Path) -> N
         np.testing.assert_allclose(v, trace.values, rtol=1e-9)
         np.testing.assert_allclose(t, np.arange(N) * 0.05, atol=1e-6)
         assert trace.path == rec.parents[1] / "processed" / (
-            "sub-" + rec.name.split("-")[1].split("_")[0] + "_meso_meso-mean-trace.csv"
+            "sub-"
+            + rec.name.split("-")[1].split("_")[0]
+            + "_meso_meso-roi-y0-10-x0-20-mean-trace.csv"  # an ROI trace's own name
         )
     # again without overwrite: both fail, listed, no traces
-    again = execute(build_request("mean-trace", files=recs))
+    again = execute(build_request("mean-trace", files=recs, roi=(0, 10, 0, 20)))
     assert [r.status for r in again.rows] == ["failed", "failed"]
     assert "already exists" in again.rows[0].detail and again.traces == []
 

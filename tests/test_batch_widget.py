@@ -185,7 +185,8 @@ def test_bad_recording_fails_alone(
     # a folder (searched recursively, pattern applies) and two local workers
     widget.folder.value = tmp_path / "runs"
     widget.workers.value = 2
-    assert widget.pattern.value == "*.ome.tif*"
+    assert widget.pattern.value == ""  # every recording (videos: a checkbox)
+    assert widget.include_videos.value is False
     _run(qtbot, widget)
 
     rows = _rows(widget)
@@ -221,7 +222,11 @@ def test_open_layers_roi_and_add_trace(
     assert req.params["roi"].shape == SHAPE and req.params["label"] == 7
     assert req.paths == [path]
     widget.roi.value = "roi"
-    assert widget.make_request().params == {"roi": (5, 21, 10, 30)}
+    # the ROI belongs to the camera of the layer it is measured on
+    assert widget.make_request().params == {
+        "roi": (5, 21, 10, 30),
+        "roi_camera": "cam",
+    }
     _run(qtbot, widget)
 
     assert [r[0] for r in _rows(widget)] == ["ok"]
@@ -229,16 +234,21 @@ def test_open_layers_roi_and_add_trace(
     (line,) = widget.trace_lines
     np.testing.assert_allclose(line.get_ydata(), expected.values, rtol=1e-12)
     np.testing.assert_allclose(line.get_xdata(), expected.time_s, atol=1e-12)
-    assert (path.parents[1] / "processed" / "cam_meso-mean-trace.csv").exists()
+    assert (
+        path.parents[1] / "processed" / "cam_meso-roi-y5-21-x10-30-mean-trace.csv"
+    ).exists()
 
     n_layers = len(viewer.layers)
     qtbot.mouseClick(widget.add_button, Qt.MouseButton.LeftButton)
     assert len(viewer.layers) == n_layers + 1
     added = viewer.layers[-1]
-    assert added.name == "cam_meso-mean trace" and added.shape_type == ["path"]
+    assert (
+        added.name == "cam_meso-roi-y5-21-x10-30-mean trace"
+        and added.shape_type == ["path"]
+    )
     meta = added.metadata["mesofield_trace"]
     np.testing.assert_allclose(meta["values"], expected.values)
-    assert meta["csv"].endswith("cam_meso-mean-trace.csv")
+    assert meta["csv"].endswith("cam_meso-roi-y5-21-x10-30-mean-trace.csv")
     assert meta["recording"] == str(path)
     # drawn over the recording's frame: inside its extent, time left to right
     verts = added.data[0]

@@ -158,30 +158,41 @@ def mp4_run(tmp_path: Path) -> Path:
     return path
 
 
-def test_video_contrast_outside_8bit_range_is_an_error(mp4_run, tmp_path, capsys):
+def test_video_contrast_outside_8bit_range_skips_it(mp4_run, tmp_path, capsys):
+    """A contrast outside the source's dtype skips that recording (nothing else to
+    export here: exit 2) and the JSON summary says why."""
     out = tmp_path / "v"
-    code = main(
-        [
-            "export",
-            "video",
-            str(mp4_run),
-            "--contrast",
-            "100",
-            "4000",
-            "--out",
-            str(out),
-        ]
-    )
-    _, err = capsys.readouterr()
+    argv = ["export", "video", str(mp4_run), "--contrast", "100", "4000"]
+    code = main([*argv, "--out", str(out), "--json"])
+    captured = capsys.readouterr()
     assert code == 2
-    errors = [line for line in err.splitlines() if "error:" in line]
-    assert len(errors) == 1, err
-    assert "pupil.mp4: contrast 100..4000 is outside its uint8 range (0..255)" in err
+    (skipped,) = json.loads(captured.out)["skipped"]
+    assert skipped["path"] == str(mp4_run)
+    assert skipped["reason"] == (
+        "pupil.mp4: contrast 100..4000 is outside its uint8 range (0..255)"
+    )
     assert not out.exists() or not any(out.iterdir())
     # within the range it works
     argv = ["export", "video", str(mp4_run), "--contrast", "100", "250"]
     code = main([*argv, "--fourcc", "mp4v", "--fps", "20", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="integrator (cli_export.py): print each summary.skipped entry as one "
+    "'mesofield-napari export: warning: <path>: <reason>' line on stderr",
+)
+def test_video_contrast_outside_8bit_range_is_one_stderr_line(
+    mp4_run, tmp_path, capsys
+):
+    out = tmp_path / "v"
+    argv = ["export", "video", str(mp4_run), "--contrast", "100", "4000"]
+    main([*argv, "--out", str(out)])
+    _, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if "4000" in line]
+    assert len(lines) == 1, err
+    assert "pupil.mp4: contrast 100..4000 is outside its uint8 range (0..255)" in err
 
 
 def read_dff(path: Path) -> np.ndarray:

@@ -292,7 +292,9 @@ cameras:
     properties: {width: 32, height: 32}
 """
     rig = write_experiment(tmp_path / "rig", hardware, duration=600)
-    run = ExperimentRun(load_experiment(rig), subject="STREHAB09", task="rest")
+    run = ExperimentRun(
+        load_experiment(rig), subject="STREHAB09", task="rest", out=tmp_path / "exp"
+    )
     run.start()
     encoder = run.devices["encoder"]
     encoder.serial.write(b"5\n-2\n7\n")  # the firmware's lines, through loop://
@@ -305,7 +307,7 @@ cameras:
     result = run.result()
     assert result["ok"], result["errors"]
     run_dir = Path(result["run_dir"])
-    assert run_dir.is_relative_to(rig)  # default: next to the experiment files
+    assert run_dir.is_relative_to(tmp_path / "exp")  # the folder given
     assert result["subject"] == "STREHAB09" and result["task"] == "rest"
     wheel = pd.read_csv(files_by_device(result)["encoder"]["path"])
     assert wheel["Clicks"].tolist() == [5, -2, 7]

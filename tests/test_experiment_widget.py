@@ -69,7 +69,8 @@ def test_record_experiment_through_the_panel(viewer, rig, tmp_path, qtbot):
     out = tmp_path / "exp"
     assert panel.load(rig)
     assert panel.subject_combo.currentText() == "M042"
-    assert panel.output_edit.text() == str(rig)  # default: the files' folder
+    # no experiment_directory in the JSON: the user chooses (never the files' folder)
+    assert panel.output_edit.text() == ""
     panel.select_subject("M043")
     assert (panel.session_edit.text(), panel.task_edit.text()) == ("3", "pupil")
     panel.output_edit.setText(str(out))

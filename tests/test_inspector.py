@@ -99,7 +99,8 @@ def test_model_from_recording(recordings: dict[str, Path]) -> None:
     np.testing.assert_allclose(insp.duration_s, total)
     assert insp.fps == pytest.approx((FRAMES - 1) / total)
     rows = dict(insp.rows())
-    assert rows["Dropped frames"] == "3 (1 timing gap)"
+    # the camera's counter skipped 3: missing, not late (one story: frame_timing)
+    assert rows["Missing frames"] == "3" and rows["Late frames"] == "0"
     assert rows["Sidecar"] == "final" and rows["Notes"].endswith("stim at 0.1 s")
 
 
@@ -135,7 +136,7 @@ def test_summary_and_plot(make_napari_viewer: Any, recordings: dict[str, Path]) 
     assert values["Duration"] == f"{(FRAMES - 1) * PERIOD_MS / 1000:.3f} s"
     assert values["Frame rate"] == "100.00 fps"
     assert values["Median interval"] == "10.00 ms"
-    assert values["Dropped frames"] == "0"
+    assert values["Missing frames"] == "0"
     assert values["Codec"] == "uncompressed"
     assert values["Sidecar"] == "final"
     assert values["Notes"].endswith("baseline")
@@ -161,7 +162,7 @@ def test_selection_updates_and_other_layers(
     values = _values(widget)
     assert values["File"] == recordings["gappy"].name
     assert widget.message.text() == f"<b>{gappy.name}</b>"
-    assert values["Dropped frames"] == f"{SKIPPED} (1 timing gap)"
+    assert values["Missing frames"] == f"{SKIPPED}"
     total = (FRAMES - 1 + SKIPPED) * PERIOD_MS / 1000
     assert values["Duration"] == f"{total:.3f} s"
     assert values["Notes"].endswith("stim at 0.1 s")
@@ -173,7 +174,7 @@ def test_selection_updates_and_other_layers(
     assert widget.gap_line.get_color() == "#e0393e"
 
     viewer.layers.selection.active = clean
-    assert _values(widget)["Dropped frames"] == "0"
+    assert _values(widget)["Missing frames"] == "0"
     assert _values(widget)["Notes"].endswith("baseline")
     assert len(widget.gap_line.get_xdata()) == 0
 

@@ -74,7 +74,9 @@ def test_direct_mode_h264_round_trip(
     cv_frames, fps, fourcc = read_video(path)
     assert len(cv_frames) == 40
     assert fourcc.lower() in ("avc1", "h264")
-    assert fps == pytest.approx(30)
+    # timestamps are the frames' real times (here a tight loop), not 30 fps:
+    # test_reader_timing checks them against the sidecar's clock
+    assert fps > 0 and fps != pytest.approx(30)
     gray, codec, packets = av_frames(path)
     assert (len(gray), codec, packets) == (40, "h264", 40)
     for cv_frame, av_frame, src in zip(cv_frames, gray, source, strict=True):
@@ -101,7 +103,7 @@ def test_mda_mode_h264_round_trip(
     cv_frames, fps, _ = read_video(path)
     gray, _, _ = av_frames(path)
     assert len(cv_frames) == len(gray) == 25
-    assert fps == pytest.approx(29.97, abs=1e-3)
+    assert fps > 0 and fps != pytest.approx(29.97)  # real times, not the nominal
     for cv_frame, av_frame, entry in zip(cv_frames, gray, entries, strict=True):
         want = _uint8(camera.frame(sim_index(entry)))
         assert psnr(cv_frame[..., 0], want) >= 35

@@ -107,7 +107,31 @@ def read_recordings(
         raise first_error
     if not layers and skipped:  # napari would say "no data" without the reason
         raise ValueError(skipped[0])
-    return layers
+    # napari stacks layers in order and selects the last: the scientific data (the
+    # TIFF) on top and selected, the videos (lossy previews) under it
+    return sorted(
+        layers, key=lambda layer: layer[1]["metadata"]["mesofield"]["kind"] == "tiff"
+    )
+
+
+def run_stamp(path: Path) -> str | None:
+    """The run's ``<stamp>`` (``YYYYmmdd_HHMMSS``) at the start of a data file name."""
+    parts = path.name.split("_", 2)
+    if (
+        len(parts) >= 2
+        and all(p.isdigit() for p in parts[:2])
+        and (len(parts[0]), len(parts[1])) == (8, 6)
+    ):
+        return f"{parts[0]}_{parts[1]}"
+    return None
+
+
+def layer_name(rec: Recording, position: str) -> str:
+    """``<stamp> <camera> (<kind>)``: the run and the camera (runs reopened together
+    stay apart; ``position_name`` alone was ``meso (tiff)``, ``meso (tiff) [1]``...)."""
+    stamp = run_stamp(rec.path)
+    name = rec.position_name(position)
+    return f"{stamp} {name}" if stamp else name
 
 
 def layer_data(rec: Recording) -> list[LayerData]:
@@ -123,11 +147,15 @@ def _layers(rec: Recording, skipped: list[str]) -> list[LayerData]:
     out: list[LayerData] = []
     for pos in rec.positions:
         data = rec.data_for(pos)
+        timing = rec.timing_for(pos)
         meta = {
             "frames": rec.frames_for(pos),
             "timestamps_s": [float(t) for t in rec.timestamps_for(pos)],
-            "fps": rec.fps,
-            "dropped_frames": rec.dropped_frames,
+            "fps": timing.fps or rec.fps,  # measured on the frames' clock
+            "dropped_frames": timing.missing,
+            "missing_frames": timing.missing,
+            "late_frames": timing.late,
+            "kind": rec.kind,
             "sidecar": rec.sidecar_state,
             "source": os.fspath(rec.files[pos]),
             "codec": rec.codec,
@@ -137,13 +165,20 @@ def _layers(rec: Recording, skipped: list[str]) -> list[LayerData]:
         }
         rgb = rec.kind == "video" and data.ndim == 4
         kwargs: dict[str, Any] = {
-            "name": rec.position_name(pos),
+            "name": layer_name(rec, pos),
             "metadata": {"mesofield": meta},
             "rgb": rgb,
         }
         spatial = 2
-        if (px := rec.pixel_size_um) is not None:
-            kwargs["scale"] = (1.0,) * (data.ndim - spatial - rgb) + (px, px)
+        px = rec.pixel_size_um or 1.0
+        # the time axis in seconds (one frame = its camera's median interval), so
+        # one slider position is one instant for cameras of different rates
+        dt = timing.median_interval_s
+        frame_s = dt if dt is not None and np.isfinite(dt) and dt > 0 else 1.0
+        lead = data.ndim - spatial - rgb
+        if lead >= 1 and (frame_s != 1.0 or px != 1.0):
+            kwargs["scale"] = (frame_s,) + (1.0,) * (lead - 1) + (px, px)
+        meta["frame_interval_s"] = frame_s if frame_s != 1.0 else None
         if not rgb:
             kwargs["axis_labels"] = ("t", "y", "x")[-data.ndim :]
         try:

@@ -14,7 +14,10 @@ screenshot once every camera's file is reopened, and exits (``make demo``).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -222,8 +225,46 @@ def script_recording(
         timer.start(int(opts.timeout_s * 1000))
 
 
+def is_scripted(opts: AppOptions) -> bool:
+    """A demo / scripted run (records by itself, or quits): not the user's session."""
+    return opts.record_frames is not None or opts.quit
+
+
+@contextlib.contextmanager
+def scratch_settings(enabled: bool) -> Iterator[None]:
+    """While ``enabled``, the recorder remembers its fields in a throw-away file.
+
+    A demo fills the fields itself (``--out demo-output``, the example experiment):
+    saving them would replace what the user chose for their own runs.
+    """
+    from ._widgets._live import SETTINGS_ENV
+
+    if not enabled:
+        yield
+        return
+    before = os.environ.get(SETTINGS_ENV)
+    with tempfile.TemporaryDirectory(prefix="mesofield-demo-settings-") as folder:
+        os.environ[SETTINGS_ENV] = os.path.join(folder, "settings.ini")
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop(SETTINGS_ENV, None)
+            else:
+                os.environ[SETTINGS_ENV] = before
+
+
 def run_app(opts: AppOptions) -> AppResult:
-    """Open the app; returns when the window closes."""
+    """Open the app; returns when the window closes.
+
+    A scripted run (``--record-frames``, ``--quit``: the demos) never changes the
+    user's saved recorder settings (see :func:`scratch_settings`).
+    """
+    with scratch_settings(is_scripted(opts)):
+        return _run_app(opts)
+
+
+def _run_app(opts: AppOptions) -> AppResult:
     import warnings
 
     import napari
@@ -235,6 +276,9 @@ def run_app(opts: AppOptions) -> AppResult:
     warnings.filterwarnings(
         "ignore", message="Error fetching icon", category=UserWarning
     )
+    from ._reader_preference import prefer_mesofield_reader
+
+    prefer_mesofield_reader()  # dropped recordings open without a reader dialog
     viewer = napari.Viewer(title="mesofield")
     viewer.window.resize(1500, 950)
     result = AppResult()

@@ -31,6 +31,16 @@ def settings_store() -> QSettings:
     return QSettings("mesofield-napari", "recorder")
 
 
+def absolute_path(text: str) -> str:
+    """A path as it should be remembered: absolute (``~`` expanded); ``""`` stays.
+
+    A relative path saved from one working directory names another folder when
+    napari starts from elsewhere next time.
+    """
+    text = text.strip()
+    return os.path.abspath(os.path.expanduser(text)) if text else ""
+
+
 class CloseWatcher(QObject):
     """Calls ``callback`` when the watched window is about to close."""
 

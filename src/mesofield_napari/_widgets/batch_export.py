@@ -48,6 +48,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..data.batch import DFF_METHODS
+from ..data.batch.selection import camera_name
 from ..models.batch_export import (
     DEFAULT_PATTERN,
     OPERATION_CHOICES,
@@ -80,7 +81,12 @@ if TYPE_CHECKING:
 
 WHOLE_FRAME = ""  # value of the ROI combo's "whole frame" entry
 POLL_MS = 100  # how often the GUI reads the worker's progress
-STATUS_COLORS = {"ok": "#3fb950", "failed": "#e0393e", "cancelled": "#d29922"}
+STATUS_COLORS = {
+    "ok": "#3fb950",
+    "failed": "#e0393e",
+    "cancelled": "#d29922",
+    "skipped": "#8b949e",
+}
 TRACE_COLORS = ("#4aa3df", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#edc948")
 INT_MAX = 2**31 - 1
 LEGEND_ROWS = 3  # legend entries per column that fit in the canvas' top margin
@@ -145,6 +151,12 @@ class BatchExportWidget(QWidget):
             tooltip="file names to take in the folder (searched recursively); "
             "empty = every recording",
         )
+        self.include_videos = CheckBox(
+            value=False,
+            label="Include videos",
+            tooltip="also export the videos found in the folder (the MP4/AVI "
+            "previews); off = the TIFF cameras only, the videos listed as skipped",
+        )
         self.layers = Select(
             choices=self._layer_choices,
             label="Open layers",
@@ -159,6 +171,7 @@ class BatchExportWidget(QWidget):
                 self.files,
                 self.folder,
                 self.pattern,
+                self.include_videos,
                 self.layers,
                 self.operation,
             ],
@@ -470,6 +483,14 @@ class BatchExportWidget(QWidget):
             )
         return rect_roi(vertices, **kwargs)
 
+    def _roi_camera(self) -> str | None:
+        """The camera a drawn ROI belongs to: the reference layer's recording's."""
+        if self.operation.value != "mean-trace" or not self.roi.value:
+            return None
+        ref = self._reference_layer()
+        src = layer_sources([ref]).get(ref.name) if ref is not None else None
+        return camera_name(src) if src is not None else None
+
     def make_request(self) -> BatchRequest:
         """The current values as a validated request (``RequestError`` if invalid)."""
         return build_request(
@@ -485,6 +506,8 @@ class BatchExportWidget(QWidget):
             max_frames=self.max_frames.value,
             roi=self._roi_value(),
             label=self.label.value,
+            roi_camera=self._roi_camera(),
+            include_videos=self.include_videos.value,
             options={name: getattr(self, name).value for name in option_defaults()},
         )
 
@@ -556,7 +579,7 @@ class BatchExportWidget(QWidget):
         counts = {s: sum(r.status == s for r in rows) for s in STATUS_COLORS}
         text = (
             f"{outcome.summary.operation}: {counts['ok']} ok, {counts['failed']} "
-            f"failed, {counts['cancelled']} cancelled "
+            f"failed, {counts['cancelled']} cancelled, {counts['skipped']} skipped "
             f"in {outcome.summary.elapsed_s:.1f} s"
         )
         if outcome.error:

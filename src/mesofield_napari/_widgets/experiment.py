@@ -57,6 +57,7 @@ from ._live import (
     LIVE_INTERVAL_MS,
     CloseWatcher,
     LivePacer,
+    absolute_path,
     settings_store,
     show_live,
 )
@@ -68,12 +69,18 @@ if TYPE_CHECKING:
 
 TABLE_INTERVAL_MS = 500  # the device table refreshes at most twice a second
 FINALIZE_TIMEOUT_S = 300.0  # bounded waits for devices to stop and files to finalize
-COLUMNS = ("id", "kind", "state", "frames", "fps", "lost", "queue")
+COLUMNS = ("id", "kind", "state", "frames", "fps", "lost", "missing", "queue")
 
 
-def default_output(experiment: Experiment) -> Path:
-    """The JSON's ``experiment_directory``, else the experiment files' folder."""
-    return experiment.experiment_directory or experiment.json_path.parent
+NO_OUTPUT = (
+    "choose the experiment (output) folder: experiment.json has no experiment_directory"
+)
+
+
+def default_output(experiment: Experiment) -> Path | None:
+    """The JSON's ``experiment_directory``; None without one (the user chooses:
+    never the folder holding the config files, often a git checkout)."""
+    return experiment.experiment_directory
 
 
 class ExperimentPanel(QWidget):
@@ -264,7 +271,10 @@ class ExperimentPanel(QWidget):
             self.subject_combo.addItems(list(exp.subjects))
             if exp.duration_s:
                 self.duration_spin.setValue(float(exp.duration_s))
-            self.output_edit.setText(output or os.fspath(default_output(exp)))
+            default = default_output(exp)
+            self.output_edit.setText(
+                output or (os.fspath(default) if default is not None else "")
+            )
             self.status_label.setText(
                 f"{exp.hardware_path.parent.name}: {len(exp.cameras)} camera(s)"
                 + (", 1 encoder" if exp.encoder else "")
@@ -315,6 +325,7 @@ class ExperimentPanel(QWidget):
                     "frames": 0,
                     "fps": 0.0,
                     "lost": 0,
+                    "missing": 0,
                     "queue_fill": 0.0,
                     "error": None,
                 }
@@ -339,7 +350,8 @@ class ExperimentPanel(QWidget):
         if not self.task_edit.text().strip():
             out.append("task is empty")
         if not self.output_edit.text().strip():
-            out.append("choose an output folder")
+            no_dir = self.experiment.experiment_directory is None
+            out.append(NO_OUTPUT if no_dir else "choose an output folder")
         return out
 
     def _validate(self) -> None:
@@ -430,8 +442,8 @@ class ExperimentPanel(QWidget):
 
     def _save_settings(self) -> None:
         s = self._settings
-        s.setValue("experiment/target", self.target_edit.text().strip())
-        s.setValue("experiment/output", self.output_edit.text().strip())
+        s.setValue("experiment/target", absolute_path(self.target_edit.text()))
+        s.setValue("experiment/output", absolute_path(self.output_edit.text()))
         s.sync()
 
     # ------------------------------------------------------------------ worker
@@ -512,6 +524,7 @@ class ExperimentPanel(QWidget):
                 str(row["frames"]),
                 f"{row['fps']:.1f}",
                 str(row["lost"]),
+                str(row.get("missing", 0)),
                 f"{row['queue_fill']:.0%}",
             )
             for c, text in enumerate(cells):

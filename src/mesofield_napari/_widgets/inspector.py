@@ -139,8 +139,11 @@ class RecordingInspector(QWidget):
             self.values["Warnings"].setStyleSheet(
                 f"color: {GAP_COLOR};" if insp.warnings else ""
             )
-            self.values["Dropped frames"].setStyleSheet(
+            self.values["Missing frames"].setStyleSheet(
                 f"color: {GAP_COLOR};" if insp.dropped_frames else ""
+            )
+            self.values["Late frames"].setStyleSheet(
+                f"color: {GAP_COLOR};" if insp.late_frames else ""
             )
         self._plot(insp)
 
@@ -174,7 +177,7 @@ class RecordingInspector(QWidget):
             marker="o",
             ms=6,
             color=GAP_COLOR,
-            label=f"gap > {DROP_FACTOR:g}x median (dropped/late frames): {len(gaps)}",
+            label=f"interval > {DROP_FACTOR:g}x median (missing or late): {len(gaps)}",
         )
         if x.size == 1:
             ax.set_xlim(x[0] - 1, x[0] + 1)

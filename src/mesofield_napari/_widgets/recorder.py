@@ -43,6 +43,7 @@ from ._live import (
     LIVE_INTERVAL_MS,
     CloseWatcher,
     LivePacer,
+    absolute_path,
     settings_store,
     show_live,
 )
@@ -110,6 +111,9 @@ class RecorderWidget(QWidget):
         self.live_updates = 0  # how often the live layer was refreshed (benchmark)
         self._shown_index = 0
         self._suppress = contextlib.ExitStack()
+        from .._reader_preference import prefer_mesofield_reader
+
+        prefer_mesofield_reader()  # reopened/dropped runs use our reader, no dialog
         self._settings = settings_store()
         self._build_ui()
         self._load_settings()
@@ -328,7 +332,7 @@ class RecorderWidget(QWidget):
 
     def _save_settings(self) -> None:
         s = self._settings
-        s.setValue("output_root", self.root_edit.text())
+        s.setValue("output_root", absolute_path(self.root_edit.text()))
         s.setValue("subject", self.subject_edit.text())
         s.setValue("session", self.session_edit.text())
         s.setValue("task", self.task_edit.text())
@@ -640,7 +644,7 @@ class RecorderWidget(QWidget):
             f"frames {st.frames_acquired} acquired, {st.frames_written} written"
             f"{of}  ·  {fps} fps",
             f"writer queue {st.queue_fill:.0%}  ·  back-pressure {st.backpressure_events}"
-            f"  ·  lost {st.frames_lost}",
+            f"  ·  lost {st.frames_lost}  ·  missing {st.frames_missing}",
             f"disk {_fmt_bytes(st.free_bytes)} free  ·  {left}disk full in"
             f" {_fmt_seconds(st.disk_time_left_s)}",
         ]

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mesokit_schema import DataqueuePayloadSchema
 
+from ..acquisition.core_release import release_core
 from ..data.manager.manifest import Producer
 from ..data.manager.run_manager import RunManager, describe_writer
 from ..data.writer._pipeline import DEFAULT_MAX_QUEUE_BYTES
@@ -280,8 +281,9 @@ class MMCamera:
     def shutdown(self) -> None:
         if not self.owns_core:  # still in use by whoever lent it
             return
-        with contextlib.suppress(Exception):
-            self.core.unloadAllDevices()
+        # unload and stop the core's native notification thread now: left running,
+        # it aborts the interpreter at exit now and then (see core_release)
+        release_core(self.core)
 
     def status(self) -> dict[str, Any]:
         stats = self.writer.stats if self.writer is not None else None
@@ -315,8 +317,8 @@ class ExperimentRun:
     duration
         Seconds (default: ``Configuration.duration``).
     out
-        The experiment folder to write into (default: ``experiment_directory``,
-        else the folder of the experiment files).
+        The experiment folder to write into (default: ``experiment_directory``;
+        without one, ``ExperimentError``: never the folder of the config files).
     cores
         Cores already running for ``micromanager`` cameras, by camera id (in napari:
         the one napari-micromanager drives, when its camera is the primary). The run
@@ -354,7 +356,12 @@ class ExperimentRun:
             )
         self.duration_s = float(duration)
         root = Path(out) if out else experiment.experiment_directory
-        self.root = root or experiment.json_path.parent
+        if root is None:  # never the config's own folder (often a git checkout)
+            raise ExperimentError(
+                f"{experiment.json_path}: no experiment_directory; give the "
+                "experiment (output) folder (out=..., --out DIR)"
+            )
+        self.root = root
         self.max_queue_bytes = max_queue_bytes
         self.run = RunManager(
             self.root, sid, self.session, self.task, experiment.parameters(sid)
@@ -398,7 +405,7 @@ class ExperimentRun:
 
     def device_rows(self) -> list[dict[str, Any]]:
         """One row per device for a status table: ``id, kind, state, frames, fps,
-        lost, queue_fill, error`` (every device of the experiment, before it opens too).
+        lost, missing, queue_fill, error`` (every device of the experiment, before it opens too).
         """
         st = self.status()["devices"]
         specs: list[CameraSpec | EncoderSpec] = list(self.experiment.cameras)
@@ -430,6 +437,7 @@ class ExperimentRun:
                     "frames": int(s.get("frames", 0)),
                     "fps": float(s.get("fps", 0.0)),
                     "lost": int(s.get("lost", 0)),
+                    "missing": int(s.get("missing", 0)),
                     "queue_fill": float(s.get("queue_fill", 0.0)),
                     "error": error,
                 }
@@ -665,9 +673,17 @@ class ExperimentRun:
             "elapsed_s": round(elapsed, 3),
             "duration_s": self.duration_s,
             "primary": self.experiment.primary.id,
-            "devices": {k: d.status() for k, d in self.devices.items()},
+            "devices": {k: self._device_status(k, d) for k, d in self.devices.items()},
             "errors": list(self.run.errors),
         }
+
+    def _device_status(self, device_id: str, device: Any) -> dict[str, Any]:
+        """A device's status; a camera's also has ``missing`` (ImageNumber gaps, as
+        ``inspect`` counts them: see ``data.frame_timing``) beside ``lost``."""
+        status = dict(device.status())
+        if device_id in self._plan.cameras:
+            status["missing"] = self.run.frames_missing(device_id)
+        return status
 
     def result(self) -> dict[str, Any]:
         """The CLI's JSON object: ``ok``, ``files``, ``run_dir``, ``manifest``, ..."""
@@ -697,7 +713,7 @@ class ExperimentRun:
             "session": self.run.paths.session,
             "task": self.task,
             "duration_s": self.duration_s,
-            "devices": {k: d.status() for k, d in self.devices.items()},
+            "devices": {k: self._device_status(k, d) for k, d in self.devices.items()},
             "errors": list(self.run.errors),
         }
 

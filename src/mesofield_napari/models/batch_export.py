@@ -57,8 +57,9 @@ __all__ = [
     "traces_from_summary",
 ]
 
-#: folders are searched recursively for these file names (our TIFF recordings)
-DEFAULT_PATTERN = "*.ome.tif*"
+#: folders are searched recursively for recordings whose names match (empty = every
+#: recording: the TIFF cameras, and videos when ``include_videos``)
+DEFAULT_PATTERN = ""
 VIDEO_EXTS = (".mp4", ".avi")
 
 #: the export options the widget takes apart: the ROI comes from a layer (not an
@@ -122,6 +123,7 @@ class BatchRequest:
     workers: int = 1
     scheduler: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    include_videos: bool = False
 
     def run_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``run_batch`` (add ``progress`` and ``cancel``)."""
@@ -133,6 +135,7 @@ class BatchRequest:
             "workers": self.workers,
             "scheduler": self.scheduler,
             "pattern": self.pattern,
+            "include_videos": self.include_videos,
             **self.params,
         }
 
@@ -257,6 +260,8 @@ def build_request(
     max_frames: int = 0,
     roi: Any = None,
     label: int = 0,
+    roi_camera: str | None = None,
+    include_videos: bool = False,
     options: Mapping[str, Any] | None = None,
 ) -> BatchRequest:
     """Validate the widget's values into a :class:`BatchRequest` (``RequestError``).
@@ -267,7 +272,10 @@ def build_request(
     per-operation widgets' values (keys of :data:`OPTIONS`, defaults
     :func:`option_defaults`); only the chosen operation's are used. ``roi`` (mean
     trace only) is ``None``, a rectangle ``(y0, y1, x0, x1)`` or a 2-D mask; with a
-    mask, ``label`` > 0 takes only that label.
+    mask, ``label`` > 0 takes only that label; ``roi_camera`` is the camera it was
+    drawn on (recordings of other cameras are skipped). Videos found in ``folder``
+    are skipped (and listed) unless ``include_videos``; files and layers named are
+    taken as they are.
     """
     if operation not in OPERATION_CHOICES:
         raise RequestError(
@@ -318,6 +326,8 @@ def build_request(
             if len(rect) != 4 or not (rect[0] < rect[1] and rect[2] < rect[3]):
                 raise RequestError(f"ROI rectangle (y0, y1, x0, x1) is empty: {rect}")
             params["roi"] = rect
+        if roi_camera:
+            params["roi_camera"] = str(roi_camera)
     frames = _count("max frames", max_frames, 0)
     if frames:
         params["max_frames"] = frames
@@ -330,6 +340,7 @@ def build_request(
         workers=workers,
         scheduler=address,
         params=params,
+        include_videos=bool(include_videos),
     )
 
 
@@ -444,7 +455,7 @@ class Trace:
 class ResultRow:
     """One line of the results list."""
 
-    status: str  # "ok", "failed" or "cancelled"
+    status: str  # "ok", "failed", "cancelled" or "skipped"
     recording: Path
     detail: str  # output path(s) or the error
     outputs: list[Path] = field(default_factory=list)
@@ -506,7 +517,8 @@ def traces_from_summary(summary: BatchSummary) -> list[Trace]:
 
 
 def result_rows(summary: BatchSummary) -> list[ResultRow]:
-    """One :class:`ResultRow` per recording, in input order."""
+    """One :class:`ResultRow` per recording: the jobs in input order, then those
+    skipped (status ``skipped``, the reason as detail)."""
     rows = []
     for job in summary.jobs:
         if job.ok:
@@ -518,6 +530,7 @@ def result_rows(summary: BatchSummary) -> list[ResultRow]:
         rows.append(
             ResultRow(status, job.path, detail, list(job.outputs), list(job.warnings))
         )
+    rows.extend(ResultRow("skipped", s.path, s.reason) for s in summary.skipped)
     return rows
 
 

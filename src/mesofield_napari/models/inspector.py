@@ -45,12 +45,13 @@ class Inspection:
     frames: int
     timestamps_s: np.ndarray = field(repr=False)
     fps: float | None
-    dropped_frames: int
+    dropped_frames: int  # missing frames: gaps in the camera's ImageNumber
     codec: str | None
     sidecar: str | None
     position: str | None = None
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    late_frames: int = 0  # long intervals without a missing number (frame_timing)
 
     # ------------------------------------------------------------ timing
     @property
@@ -90,17 +91,14 @@ class Inspection:
     def rows(self) -> list[tuple[str, str]]:
         """(label, text) pairs for the summary, in display order."""
         med = self.median_interval_ms
-        gaps = len(self.gap_intervals)
-        dropped = str(self.dropped_frames)
-        if gaps:
-            dropped += f" ({gaps} timing gap{'s' if gaps != 1 else ''})"
         return [
             ("File", Path(self.source).name if self.source else "n/a"),
             ("Frames", str(self.frames)),
             ("Duration", _fmt(self.duration_s, "{:.3f} s")),
             ("Frame rate", _fmt(self.fps, "{:.2f} fps")),
             ("Median interval", _fmt(med, "{:.2f} ms")),
-            ("Dropped frames", dropped),
+            ("Missing frames", str(self.dropped_frames)),
+            ("Late frames", str(self.late_frames)),
             ("Codec", self.codec or "uncompressed"),
             ("Sidecar", self.sidecar or "unknown"),
             ("Notes", "\n".join(self.notes) or "none"),
@@ -117,6 +115,8 @@ class Inspection:
             "fps": self.fps,
             "median_interval_ms": self.median_interval_ms,
             "dropped_frames": self.dropped_frames,
+            "missing_frames": self.dropped_frames,
+            "late_frames": self.late_frames,
             "gap_frames": [int(i) for i in self.gap_frames],
             "codec": self.codec,
             "sidecar": self.sidecar,
@@ -192,6 +192,7 @@ def inspect_metadata(meta: Mapping[str, Any], name: str = "") -> Inspection:
         timestamps_s=times,
         fps=_as_float(meta.get("fps")),
         dropped_frames=_as_int(meta.get("dropped_frames")),
+        late_frames=_as_int(meta.get("late_frames")),
         codec=codec if isinstance(codec, str) and codec else None,
         sidecar=sidecar if isinstance(sidecar, str) else None,
         position=position if isinstance(position, str) else None,
@@ -203,13 +204,15 @@ def inspect_metadata(meta: Mapping[str, Any], name: str = "") -> Inspection:
 def inspect_recording(rec: Recording, position: str | None = None) -> Inspection:
     """From an opened :class:`Recording` (one position; default the first)."""
     key = position if position is not None else rec.positions[0]
+    timing = rec.timing_for(key)
     return Inspection(
         name=rec.position_name(key),
         source=os.fspath(rec.files[key]),
         frames=rec.frames_for(key),
         timestamps_s=np.asarray(rec.timestamps_for(key), dtype=float),
-        fps=rec.fps,
-        dropped_frames=rec.dropped_frames,
+        fps=timing.fps or rec.fps,
+        dropped_frames=timing.missing,
+        late_frames=timing.late,
         codec=rec.codec,
         sidecar=rec.sidecar_state,
         position=key,

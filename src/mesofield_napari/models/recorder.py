@@ -170,7 +170,8 @@ class RecorderStatus:
     frames_planned: int = 0
     frames_acquired: int = 0
     frames_written: int = 0
-    frames_lost: int = 0
+    frames_lost: int = 0  # received, not saved (writer)
+    frames_missing: int = 0  # numbered by the camera, never delivered (frame_timing)
     backpressure_events: int = 0
     queue_fill: float = 0.0
     acquisition_fps: float | None = None
@@ -348,6 +349,7 @@ class RecordingSession:
         stats = [w.stats for w in active.writers]
         st.frames_written = min(s.frames_written for s in stats) if stats else 0
         st.frames_lost = sum(s.frames_lost for s in stats)
+        st.frames_missing = active.run.frames_missing(self.settings.camera_id)
         st.backpressure_events = sum(s.backpressure_events for s in stats)
         st.queue_fill = max((s.queue_fill for s in stats), default=0.0)
         times = list(active.arrivals)

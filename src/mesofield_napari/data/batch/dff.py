@@ -43,6 +43,7 @@ from .jobs import (
     times_for,
     write_csv,
 )
+from .selection import trace_name
 from .traces import TraceResult, block_means, roi_mask
 
 if TYPE_CHECKING:
@@ -134,7 +135,8 @@ def dff_trace(
     cancel: CancelToken | None = None,
 ) -> TraceResult:
     """ΔF/F trace → ``<stem>_meso-<method>-trace.csv`` (``Slice,Mean,time_s``:
-    0-based frame, ΔF/F, seconds — the columns mesofield's datakit reads).
+    0-based frame, ΔF/F, seconds — the columns mesofield's datakit reads); a video's
+    is ``<stem>_<kind>-<method>-trace.csv``, which datakit's globs do not take.
 
     ``frame`` is 0-based, ``time_s`` the sidecar time. ``fs`` (Hz) defaults to
     ``1 / median(diff(time_s))``; without timestamps it must be given
@@ -156,10 +158,7 @@ def dff_trace(
             )
     elif not (np.isfinite(fs) and fs > 0):
         raise ValueError(f"fs must be a positive number, got {fs}")
-    out = (
-        resolve_out_dir(rec, out_dir)
-        / f"{output_stem(rec, key)}_meso-{method}-trace.csv"
-    )
+    out = resolve_out_dir(rec, out_dir) / trace_name(output_stem(rec, key), rec, method)
     check_output(out, overwrite)
     offset, notes = (
         default_offset(rec) if camera_offset is None else (float(camera_offset), [])

@@ -7,7 +7,6 @@ size), so unreadable ones are reported at once and the frame total is known.
 
 from __future__ import annotations
 
-import fnmatch
 import inspect
 import os
 import threading
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .dff import dff_trace
 from .jobs import Cancelled, CancelToken, ProgressCallback, frame_count
 from .montage import montage
+from .selection import DoesNotFit, Skipped, select_recordings
 from .traces import mean_trace
 from .video_export import export_video
 
@@ -33,6 +33,7 @@ __all__ = [
     "OPERATIONS",
     "BatchSummary",
     "JobResult",
+    "Skipped",
     "expand_paths",
     "run_batch",
 ]
@@ -63,6 +64,8 @@ class JobResult:
     cancelled: bool = False
     warnings: list[str] = field(default_factory=list)
     results: list[Any] = field(default_factory=list, repr=False)
+    #: an option did not fit this recording (``error`` says which): not a failure
+    skipped: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -79,11 +82,19 @@ class JobResult:
 
 @dataclass
 class BatchSummary:
-    """All jobs of one :func:`run_batch` call, in input order."""
+    """All jobs of one :func:`run_batch` call, in input order.
+
+    ``skipped`` lists the recordings not exported and why: videos a folder search
+    passed over (without ``include_videos``) and recordings an option does not fit
+    (an ROI outside the frame or drawn on another camera, a contrast range outside
+    the dtype). Skipping is not failing: ``ok`` is true when something was exported
+    and nothing failed.
+    """
 
     operation: str
     jobs: list[JobResult]
     elapsed_s: float
+    skipped: list[Skipped] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -113,36 +124,28 @@ class BatchSummary:
             "outputs": [os.fspath(p) for p in self.outputs],
             "failures": {os.fspath(k): v for k, v in self.failures.items()},
             "cancelled": [os.fspath(p) for p in self.cancelled],
+            "skipped": [s.as_dict() for s in self.skipped],
             "jobs": [j.as_dict() for j in self.jobs],
         }
 
 
 # ---------------------------------------------------------------- inputs
 def expand_paths(
-    paths: Iterable[str | os.PathLike[str]], pattern: str | None = None
+    paths: Iterable[str | os.PathLike[str]],
+    pattern: str | None = None,
+    include_videos: bool = False,
 ) -> list[Path]:
     """Files as given; folders searched recursively for recordings.
 
     In a folder, every recording is found once (by its data file, see
     ``find_recording_paths``), except under ``processed/`` folders (our own
-    outputs); ``pattern`` (``fnmatch`` on the file name, e.g. ``"*.ome.tiff"``)
-    narrows the search. A missing path is kept, so its job reports it.
+    outputs) and, unless ``include_videos``, videos (see
+    :func:`~mesofield_napari.data.batch.selection.select_recordings`, which also
+    says what was passed over); ``pattern`` (``fnmatch`` on the file name, e.g.
+    ``"*.ome.tiff"``) narrows the search. A missing path is kept, so its job
+    reports it.
     """
-    from ..reader.recording import find_recording_paths
-
-    out: dict[Path, None] = {}
-    for given in paths:
-        p = Path(given)
-        if not p.is_dir():
-            out.setdefault(p)
-            continue
-        for found in find_recording_paths(p):
-            if "processed" in found.relative_to(p).parts[:-1]:
-                continue
-            if pattern and not fnmatch.fnmatch(found.name, pattern):
-                continue
-            out.setdefault(found)
-    return list(out)
+    return select_recordings(paths, pattern, include_videos).paths
 
 
 def _describe(exc: BaseException) -> str:
@@ -198,6 +201,9 @@ def _run_job(
             job.frames += res.frames
             offset += res.frames
         job.ok = True
+    except DoesNotFit as exc:  # this recording is skipped, the batch goes on
+        job.skipped, job.error = True, str(exc)
+        job.outputs, job.results, job.frames = [], [], 0
     except Cancelled:
         job.cancelled, job.error = True, "cancelled"
     except Exception as exc:  # one bad recording must not stop the batch
@@ -291,6 +297,7 @@ def run_batch(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     pattern: str | None = None,
+    include_videos: bool = False,
     **params: Any,
 ) -> BatchSummary:
     """Run ``operation`` on every recording in ``paths``; never raises for one job.
@@ -307,6 +314,12 @@ def run_batch(
     advances per finished recording and a set ``cancel`` stops the remaining tasks
     (running ones stop at their next block). ``progress(done, total)`` counts frames
     over the whole batch.
+
+    Folders give their TIFF cameras; videos found there are listed in the summary's
+    ``skipped`` unless ``include_videos`` (files named in ``paths`` are always taken).
+    A recording an option does not fit (``DoesNotFit``: an ROI outside its frame or,
+    with ``roi_camera``, of another camera; a contrast range outside its dtype) is
+    skipped with the reason, and the others are exported.
     """
     start = time.perf_counter()
     name = _ALIASES.get(operation, operation)
@@ -317,9 +330,14 @@ def run_batch(
     _check_params(fn, params)
     if int(workers) < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    inputs = expand_paths(paths, pattern)
+    selection = select_recordings(paths, pattern, include_videos)
+    inputs = selection.paths
     if not inputs:
-        raise FileNotFoundError("no recordings found in the given paths")
+        why = "; ".join(f"{s.path}: {s.reason}" for s in selection.skipped[:3])
+        raise FileNotFoundError(
+            "no recordings found in the given paths"
+            + (f" (skipped {why})" if why else "")
+        )
     jobs: list[JobResult | None] = [None] * len(inputs)
     opened: dict[int, tuple[Recording, list[str]]] = {}
     for i, p in enumerate(inputs):
@@ -345,8 +363,13 @@ def run_batch(
             _run_dask(name, scheduler, batch, agg)
         else:
             _run_local(fn, int(workers), batch, agg)
-    done = [j for j in jobs if j is not None]
-    return BatchSummary(name, done, time.perf_counter() - start)
+    done = [j for j in jobs if j is not None and not j.skipped]
+    skipped = list(selection.skipped) + [
+        Skipped(j.path, j.error or "skipped")
+        for j in jobs
+        if j is not None and j.skipped
+    ]
+    return BatchSummary(name, done, time.perf_counter() - start, skipped)
 
 
 def _check_params(fn: Callable[..., Any], params: dict[str, Any]) -> None:

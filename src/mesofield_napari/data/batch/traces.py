@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +24,13 @@ from .jobs import (
     times_for,
     write_csv,
 )
+from .selection import DoesNotFit, check_camera, trace_name
 
 __all__ = ["ROI", "TraceResult", "mean_trace", "roi_mask"]
 
 Rect = tuple[int, int, int, int]
 ROI = Rect | np.ndarray | None
-MEAN_SUFFIX = "_meso-mean-trace.csv"
+MEAN_SUFFIX = "_meso-mean-trace.csv"  # a TIFF's whole-frame trace (datakit's glob)
 
 
 @dataclass
@@ -52,10 +54,16 @@ class TraceResult:
 
 
 class _Region:
-    """Where to average: a crop ``(y0, y1, x0, x1)`` plus an optional uint8 mask."""
+    """Where to average: a crop ``(y0, y1, x0, x1)`` plus an optional uint8 mask.
 
-    def __init__(self, crop: Rect, mask: np.ndarray | None, label: str) -> None:
-        self.crop, self.mask, self.label = crop, mask, label
+    ``tag`` names the region in output files: empty for the whole frame, else
+    ``roi-…`` (so an ROI trace never shares the whole-frame trace's name).
+    """
+
+    def __init__(
+        self, crop: Rect, mask: np.ndarray | None, label: str, tag: str = ""
+    ) -> None:
+        self.crop, self.mask, self.label, self.tag = crop, mask, label, tag
 
     def view(self, block: np.ndarray) -> np.ndarray:
         y0, y1, x0, x1 = self.crop
@@ -74,30 +82,37 @@ def roi_mask(roi: ROI, shape: tuple[int, int], label: int | None = None) -> _Reg
         return _Region((0, h, 0, w), None, "frame")
     if isinstance(roi, (tuple, list)) and len(roi) == 4 and np.ndim(roi) == 1:
         y0, y1, x0, x1 = (int(v) for v in roi)
-        if not (0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w):
-            raise ValueError(
-                f"ROI (y0, y1, x0, x1)={tuple(roi)} is empty or outside the "
-                f"{h}x{w} frame"
+        if not (y0 < y1 and x0 < x1):
+            raise ValueError(f"ROI (y0, y1, x0, x1)={tuple(roi)} is empty")
+        if not (y0 >= 0 and y1 <= h and x0 >= 0 and x1 <= w):
+            raise DoesNotFit(
+                f"ROI (y0, y1, x0, x1)={tuple(roi)} is outside the {h}x{w} frame"
             )
-        return _Region((y0, y1, x0, x1), None, f"rect {y0}:{y1},{x0}:{x1}")
+        return _Region(
+            (y0, y1, x0, x1),
+            None,
+            f"rect {y0}:{y1},{x0}:{x1}",
+            f"roi-y{y0}-{y1}-x{x0}-{x1}",
+        )
     mask = np.asarray(roi)
     if mask.shape != (h, w):
-        raise ValueError(
+        raise DoesNotFit(
             f"ROI mask shape {mask.shape} does not match the frame shape {(h, w)}"
         )
+    digest = hashlib.sha1(np.ascontiguousarray(mask).tobytes()).hexdigest()[:8]
     if label is not None:
         sel = mask == label
-        text = f"label {label}"
+        text, tag = f"label {label}", f"roi-label{label}-{digest}"
     else:
         sel = mask.astype(bool)
-        text = "mask"
+        text, tag = "mask", f"roi-mask-{digest}"
     ys, xs = np.nonzero(sel)
     if ys.size == 0:
         raise ValueError(f"ROI {text} selects no pixel")
     y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
     sub = sel[y0:y1, x0:x1]
     m = None if sub.all() else np.ascontiguousarray(sub, dtype=np.uint8)
-    return _Region((y0, y1, x0, x1), m, f"{text} ({ys.size} px)")
+    return _Region((y0, y1, x0, x1), m, f"{text} ({ys.size} px)", tag)
 
 
 def block_means(block: np.ndarray, region: _Region) -> np.ndarray:
@@ -125,6 +140,7 @@ def mean_trace(
     roi: ROI = None,
     *,
     label: int | None = None,
+    roi_camera: str | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     position: str | None = None,
@@ -138,10 +154,23 @@ def mean_trace(
     value over the ROI (see :func:`roi_mask`), ``time_s`` the sidecar time of the
     frame. Frames are read block by block straight from the memory map, so memory
     stays at a few blocks whatever the file length.
+
+    An ROI trace is ``<stem>_meso-roi-y<y0>-<y1>-x<x0>-<x1>-mean-trace.csv`` (masks:
+    ``roi-mask-<hash>``, ``roi-label<k>-<hash>``), never the whole-frame name; a
+    video's traces are ``<stem>_<kind>-…-trace.csv`` (see
+    :func:`~mesofield_napari.data.batch.selection.trace_name`). ``roi_camera`` is the
+    camera the ROI was drawn on: a recording of another camera, or one whose frame
+    the ROI does not fit, raises
+    :class:`~mesofield_napari.data.batch.selection.DoesNotFit` (the batch skips it).
     """
     rec, key, n = open_job(rec, position, max_frames)
+    if roi is not None:
+        check_camera(rec, roi_camera)
     region = roi_mask(roi, tuple(rec.shape[1:3]), label)
-    out = resolve_out_dir(rec, out_dir) / (output_stem(rec, key) + MEAN_SUFFIX)
+    quantity = f"{region.tag}-mean" if region.tag else "mean"
+    out = resolve_out_dir(rec, out_dir) / trace_name(
+        output_stem(rec, key), rec, quantity
+    )
     check_output(out, overwrite)
     steps = Steps(n, progress, cancel)
     values = np.empty(n, dtype=np.float64)

@@ -30,6 +30,7 @@ from .jobs import (
     temp_name,
     times_for,
 )
+from .selection import DoesNotFit
 
 if TYPE_CHECKING:
     from ..reader.recording import Recording
@@ -73,11 +74,12 @@ def auto_contrast(
 
 
 def check_contrast_range(rec: Recording, contrast: tuple[float, float]) -> None:
-    """Refuse limits outside the source's integer range (an error, not a clip).
+    """Refuse limits outside the source's integer range (not a clip).
 
     ``100 4000`` is right for a 12-bit camera and maps an 8-bit video (0..255) to
-    an almost black one; clipping would hide the mistake, so the job fails with the
-    range the source really has.
+    an almost black one; clipping would hide the mistake, so this recording is
+    refused (:class:`DoesNotFit`: a batch skips it with this message and exports
+    the others) with the range the source really has.
     """
     dtype = np.dtype(rec.dtype)
     if dtype.kind not in "ui":
@@ -85,7 +87,7 @@ def check_contrast_range(rec: Recording, contrast: tuple[float, float]) -> None:
     info = np.iinfo(dtype)
     lo, hi = contrast
     if lo < info.min or hi > info.max:
-        raise ValueError(
+        raise DoesNotFit(
             f"{rec.path.name}: contrast {lo:g}..{hi:g} is outside its {dtype.name} "
             f"range ({info.min}..{info.max})"
         )

@@ -30,6 +30,8 @@ from typing import IO, Any, Literal
 from ..clock import local_iso, local_now
 from ..errors import RecordingError
 from ..formats.names import split_extension
+from ..formats.sidecar import sidecar_path
+from ..frame_timing import MissingCounter, frame_timing
 from ..writer.tiff import CustomWriter
 from ..writer.video import CV2Writer
 from .dataqueue import DataQueue
@@ -131,6 +133,7 @@ class RunManager:
         self._started_at: _dt.datetime | None = None
         self._stopped_at: _dt.datetime | None = None
         self._writers: dict[str, Writer] = {}
+        self._missing: dict[str, MissingCounter] = {}  # camera id -> live count
         self._producers: list[Producer] = []
         self._clock_devices: set[str] = set()  # cameras already pushing queue rows
         self._devices: dict[str, list[str | None]] = {}  # id -> [started, stopped]
@@ -252,6 +255,22 @@ class RunManager:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
+    def _frame_listener(self, device_id: str) -> Any:
+        """The camera's data-queue row per frame, counting missing frames on the way."""
+        counter = self._missing.setdefault(device_id, MissingCounter())
+        push = partial(self.queue.push, device_id)
+
+        def listen(number: Any, device_ts: Any) -> None:
+            counter.feed(number)
+            push(number, device_ts)
+
+        return listen
+
+    def frames_missing(self, device_id: str) -> int:
+        """Frames camera ``device_id`` numbered but never delivered (so far)."""
+        counter = self._missing.get(device_id)
+        return counter.missing if counter is not None else 0
+
     def writer_for(
         self,
         device_id: str,
@@ -288,7 +307,7 @@ class RunManager:
         if clock:
             self._clock_devices.add(device_id)
             # (ImageNumber, device time) of each frame -> a row of the run's clock
-            writer.frame_listener = partial(self.queue.push, device_id)
+            writer.frame_listener = self._frame_listener(device_id)
         self._producers.append(
             Producer(
                 device_id=device_id,
@@ -477,4 +496,28 @@ def _writer_calibration(writer: Writer, path: Path) -> dict[str, Any]:
     for k in ("codec", "fps"):
         if k in entry:
             out[k] = entry[k]
+    out.update(_measured_timing(path, entry))
     return out
+
+
+def _measured_timing(path: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """The file's own timing figures (:mod:`.frame_timing`), as ``inspect`` gives
+    them: ``fps_measured`` on the frames' clock (``fps`` is the nominal rate the
+    writer was given), ``frames_missing`` and ``frames_late``."""
+    if not entry.get("sidecar"):
+        return {}
+    from ..formats.frameindex import scan_sidecar
+
+    try:
+        index = scan_sidecar(sidecar_path(path))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    first = next(iter(index.positions.values()), None)
+    if first is None:
+        return {}
+    timing = frame_timing(first.image_numbers, first.times_ms / 1000.0)
+    return {
+        "fps_measured": round(timing.fps, 3) if timing.fps else None,
+        "frames_missing": timing.missing,
+        "frames_late": timing.late,
+    }

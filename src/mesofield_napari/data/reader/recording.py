@@ -45,6 +45,8 @@ from ..formats.sidecar import (
 if TYPE_CHECKING:
     import dask.array as da
 
+    from ..frame_timing import FrameTiming
+
 __all__ = [
     "Recording",
     "RecordingWarning",
@@ -342,6 +344,17 @@ class _VideoFrames:
         self.shape = (n, *shape)
         self.dtype = np.dtype(np.uint8)
         self.ndim = len(self.shape)
+        self._timeline: Any = None  # H.264: frame-exact seeking by timestamp
+
+    def _read(self, wanted: range) -> list[np.ndarray] | None:
+        """Frames through the H.264 timeline (None: not H.264, use OpenCV)."""
+        from .video_seek import open_timeline
+
+        if self._timeline is None:
+            self._timeline = open_timeline(self.path) or False
+        if self._timeline is False:
+            return None
+        return self._timeline.read(wanted, self.gray)
 
     def __getitem__(self, key: Any) -> np.ndarray:
         import cv2
@@ -356,7 +369,11 @@ class _VideoFrames:
         start, stop, step = first.indices(self.shape[0])
         wanted = range(start, stop, step)
         out = np.zeros((len(wanted), *self.shape[1:]), dtype=np.uint8)
-        if len(wanted):
+        decoded = self._read(wanted) if len(wanted) else None
+        if decoded is not None:
+            for i, frame in enumerate(decoded):
+                out[i] = frame
+        elif len(wanted):
             cap = cv2.VideoCapture(os.fspath(self.path))
             try:
                 cap.set(cv2.CAP_PROP_POS_FRAMES, start)
@@ -565,9 +582,20 @@ class Recording:
 
     @property
     def dropped_frames(self) -> int:
-        from .summary import count_dropped
+        """Missing frames (ImageNumber gaps) of the first position; see :attr:`timing`."""
+        return self.timing.missing
 
-        return count_dropped(self.image_numbers_for(), self.timestamps_s)
+    @property
+    def timing(self) -> FrameTiming:
+        """Rate, missing and late frames of the first position (:mod:`.frame_timing`)."""
+        return self.timing_for()
+
+    def timing_for(self, position: str | None = None) -> FrameTiming:
+        from ..frame_timing import frame_timing
+
+        return frame_timing(
+            self.image_numbers_for(position), self.timestamps_for(position)
+        )
 
     @property
     def codec(self) -> str | None:

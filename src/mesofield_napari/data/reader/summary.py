@@ -17,8 +17,9 @@ import numpy as np
 
 from ..formats.names import split_extension
 from ..formats.sidecar import recording_path
+from ..frame_timing import LATE_FACTOR, frame_timing
 
-DROP_FACTOR = 1.5  # an interval this much above the median counts as dropped frames
+DROP_FACTOR = LATE_FACTOR  # the name the inspector used; see frame_timing
 
 
 def frame_entries(payload: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -45,7 +46,7 @@ def frame_times_s(entries: list[dict[str, Any]]) -> np.ndarray:
 
 
 def dropped_frames(entries: list[dict[str, Any]], times_s: np.ndarray) -> int:
-    """Gaps in the camera's ImageNumber, or else intervals far above the median."""
+    """Missing frames: gaps in the camera's ImageNumber (see :mod:`.frame_timing`)."""
     from ..formats.frameindex import PositionIndex
 
     index = PositionIndex()
@@ -55,22 +56,10 @@ def dropped_frames(entries: list[dict[str, Any]], times_s: np.ndarray) -> int:
 
 
 def count_dropped(numbers: np.ndarray, times_s: np.ndarray) -> int:
-    """:func:`dropped_frames` on arrays: ImageNumber per frame (``NO_NUMBER`` where a
-    frame has none, which disables that rule) and the frame clock in seconds."""
-    from ..formats.frameindex import NO_NUMBER
-
-    numbers = np.asarray(numbers, dtype=np.int64)
-    if numbers.size > 1 and not (numbers == NO_NUMBER).any():
-        gaps = np.diff(numbers)
-        return int(np.sum(np.clip(gaps - 1, 0, None)))
-    if times_s.size < 3:
-        return 0
-    dt = np.diff(times_s)
-    dt = dt[np.isfinite(dt)]
-    med = float(np.median(dt)) if dt.size else 0.0
-    if med <= 0:
-        return 0
-    return int(np.sum(np.maximum(np.round(dt[dt > DROP_FACTOR * med] / med) - 1, 1)))
+    """:func:`dropped_frames` on arrays: the missing frames of
+    :func:`~mesofield_napari.data.frame_timing.frame_timing` (a camera without
+    ImageNumber, ``NO_NUMBER``, has none; long intervals are *late* frames)."""
+    return frame_timing(numbers, times_s).missing
 
 
 def summarize_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -99,7 +88,7 @@ def summarize_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
         by_position = {k: 0 for k in listed}
         shape = dtype = None
         times = np.zeros(0)
-        dropped = 0
+        timing = frame_timing([], times)
         first = next(iter(index.positions.values()), None)
         codec = index.extra.get("codec") or (
             first.first.get("video_codec") if first and first.first else None
@@ -113,7 +102,7 @@ def summarize_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
             listed = index.counts
         by_position = {k: rec.frames_for(k) for k in rec.positions}
         shape, dtype = list(rec.shape), str(rec.dtype)
-        times, dropped, codec = rec.timestamps_s, rec.dropped_frames, rec.codec
+        times, timing, codec = rec.timestamps_s, rec.timing, rec.codec
         files_exist = True
         if rec.kind == "video":
             problems.extend(_undecodable(rec))
@@ -125,8 +114,7 @@ def summarize_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
     elif state == "missing":
         problems.append("no frame-metadata sidecar or journal")
     short = {k: n for k, n in listed.items() if by_position.get(k, 0) < n}
-    duration = float(times[-1]) if times.size and np.isfinite(times[-1]) else 0.0
-    fps = (times.size - 1) / duration if duration > 0 else None
+    duration, fps = timing.duration_s, timing.fps
     return {
         "path": str(data),
         "kind": "video"
@@ -141,7 +129,9 @@ def summarize_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
         "codec": codec if isinstance(codec, str) and codec else None,
         "duration_s": round(duration, 6),
         "fps": round(fps, 3) if fps else None,
-        "dropped_frames": dropped,
+        "dropped_frames": timing.missing,  # = missing_frames (the older name)
+        "missing_frames": timing.missing,
+        "late_frames": timing.late,
         "sidecar": state,
         "complete": state == "final"
         and rec is not None
@@ -212,7 +202,105 @@ def summarize_run(folder: str | os.PathLike[str]) -> dict[str, Any]:
         "notes": notes,
         "recordings": recordings,
         "frames": sum(r["frames"] for r in recordings),
+        "runs": _runs(manifests, recordings),
     }
+
+
+def _runs(manifests: list[Path], recordings: list[dict[str, Any]]) -> list[dict]:
+    """One entry per run (``<prefix>_manifest.json``): its recordings, its own notes,
+    whether it is complete and why not."""
+    from ..manager.manifest import read_manifest_summary
+    from .recording import read_notes
+
+    runs: list[dict[str, Any]] = []
+    taken: set[str] = set()
+    for path in sorted(manifests, key=lambda p: (len(p.name), p.name), reverse=True):
+        prefix = path.name.removesuffix("_manifest.json")
+        session = path.parent
+        mine = [
+            r
+            for r in recordings
+            if r["path"] not in taken
+            and Path(r["path"]).parent.parent == session
+            and Path(r["path"]).name.startswith(prefix + "_")
+        ]
+        taken.update(r["path"] for r in mine)
+        try:
+            info = read_manifest_summary(path)
+            done, errors = bool(info["complete"]), list(info["errors"])
+        except (ValueError, OSError) as exc:
+            done, errors = False, [f"corrupt manifest: {str(exc).splitlines()[0]}"]
+        notes_file = session / f"{prefix}_notes.txt"
+        runs.append(
+            {
+                "run": prefix,
+                "manifest": str(path),
+                "complete": done and all(r["complete"] for r in mine),
+                "errors": errors,
+                "notes": read_notes([notes_file]) if notes_file.exists() else [],
+                "recordings": [r["path"] for r in mine],
+            }
+        )
+    runs.sort(key=lambda r: r["run"])
+    orphans = [r["path"] for r in recordings if r["path"] not in taken]
+    if orphans:  # recordings of no manifest (folders written before manifests)
+        runs.append(
+            {
+                "run": None,
+                "manifest": None,
+                "complete": all(
+                    r["complete"] for r in recordings if r["path"] in orphans
+                ),
+                "errors": [],
+                "notes": [],
+                "recordings": orphans,
+            }
+        )
+    return runs
+
+
+#: ``inspect``'s exit code when a recording or run is incomplete (crashed, short,
+#: undecodable, a manifest that says so)
+EXIT_INCOMPLETE = 2
+
+
+def inspect_exit_code(summary: dict[str, Any]) -> int:
+    """0 when everything inspected is complete, else :data:`EXIT_INCOMPLETE`."""
+    return 0 if summary.get("complete") else EXIT_INCOMPLETE
+
+
+def _recording_lines(rec: dict[str, Any]) -> list[str]:
+    lines = [
+        rec["path"],
+        f"  frames {rec['frames']}  shape {rec['shape']}  {rec['dtype']}  "
+        f"{rec['duration_s']:.2f} s  fps {rec['fps']}  "
+        f"missing {rec.get('missing_frames', rec['dropped_frames'])}  "
+        f"late {rec.get('late_frames', 0)}",
+        f"  sidecar: {rec['sidecar']}  complete: {rec['complete']}",
+    ]
+    lines.extend(f"  problem: {p}" for p in rec.get("problems", []))
+    return lines
+
+
+def inspect_lines(summary: dict[str, Any]) -> list[str]:
+    """What ``inspect`` prints: each run with its recordings, its notes and errors
+    (a session folder holds several runs: no note is shown under another run)."""
+    if "recordings" not in summary:  # one recording
+        lines = _recording_lines(summary)
+        return lines + [f"  note: {n}" for n in summary.get("notes", [])]
+    by_path = {r["path"]: r for r in summary["recordings"]}
+    lines: list[str] = []
+    for run in summary.get("runs") or [
+        {"run": None, "recordings": list(by_path), "notes": summary.get("notes", []),
+         "errors": summary.get("errors", []), "complete": summary.get("complete")}
+    ]:  # fmt: skip
+        state = "complete" if run["complete"] else "INCOMPLETE"
+        lines.append(f"run {run['run'] or '(no manifest)'}: {state}")
+        for path in run["recordings"]:
+            lines.extend("  " + line for line in _recording_lines(by_path[path]))
+        lines.extend(f"  note: {n}" for n in run["notes"])
+        lines.extend(f"  error: {e}" for e in run["errors"])
+    return lines
 
 
 def _in_processed(path: Path, root: Path) -> bool:

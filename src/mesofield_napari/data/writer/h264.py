@@ -32,6 +32,9 @@ DEFAULT_PRESET = (
 DEFAULT_THREADS = 4
 FRAGMENTED_MP4 = "frag_keyframe+empty_moov+default_base_moof"
 _FULL_RANGE = 2  # AVCOL_RANGE_JPEG: 0..255 stays 0..255 (decoders expand "tv" range)
+#: timestamps are the frames' real times on this clock (MPEG's 90 kHz), so a player
+#: shows each frame when the camera took it, whatever the nominal fps said
+TIME_BASE_HZ = 90_000
 
 
 def libx264_available() -> bool:
@@ -91,6 +94,13 @@ class AVVideoEncoder:
             else:
                 stream.pix_fmt = "gray"
             ctx = stream.codec_context
+            from fractions import Fraction
+
+            ctx.time_base = Fraction(1, TIME_BASE_HZ)
+            stream.time_base = Fraction(1, TIME_BASE_HZ)
+            self._fps = float(fps)
+            self._last_pts = -1
+            self._t0: float | None = None  # the first frame's time: pts 0
             ctx.gop_size = keyframe_interval(fps)
             ctx.color_range = _FULL_RANGE
             ctx.thread_count = max(1, int(threads))
@@ -110,15 +120,29 @@ class AVVideoEncoder:
             self._container.close()
             raise
 
-    def write(self, frame: np.ndarray) -> None:
-        """Encode one uint8 frame (HxW gray or HxWx3 BGR) and mux what is ready."""
+    def write(self, frame: np.ndarray, time_s: float | None = None) -> None:
+        """Encode one uint8 frame (HxW gray or HxWx3 BGR) and mux what is ready.
+
+        ``time_s`` is the frame's real time (seconds since the first frame, the
+        sidecar's clock): it becomes the frame's timestamp, so the video plays at the
+        rate the camera really ran. Without it (or if it is not after the previous
+        frame's) the nominal ``fps`` spaces the frames.
+        """
         import av
 
         vf = av.VideoFrame.from_ndarray(
             np.ascontiguousarray(frame), format=self._frame_format
         )
         vf.color_range = _FULL_RANGE
-        vf.pts = self.frames_sent
+        if time_s is not None and math.isfinite(time_s):
+            if self._t0 is None:
+                self._t0 = float(time_s)
+            pts = round((float(time_s) - self._t0) * TIME_BASE_HZ)
+        else:
+            pts = round(self.frames_sent * TIME_BASE_HZ / self._fps)
+        pts = max(pts, self._last_pts + 1)
+        self._last_pts = pts
+        vf.pts = pts
         self.frames_sent += 1
         try:
             self._mux(self._stream.encode(vf))

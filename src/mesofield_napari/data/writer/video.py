@@ -52,6 +52,15 @@ logger = logging.getLogger(__name__)
 MAX_FPS = 1000.0
 
 
+def _encode(writer: Any, frame: np.ndarray, time_s: float | None) -> None:
+    """Encode one frame: with its real time where the encoder takes one (PyAV);
+    OpenCV's writers space frames by their nominal fps (see the sidecar's clock)."""
+    if isinstance(writer, AVVideoEncoder):
+        writer.write(frame, time_s)
+    else:
+        writer.write(frame)
+
+
 class CV2Writer(QueuedWriterMixin, OMETiffWriter):
     """Write frames to an ``.mp4``/``.avi`` video (H.264 via PyAV, else OpenCV).
 
@@ -131,6 +140,8 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
         self.contrast = ContrastMapping(contrast_limits, bit_depth, per_frame_stretch)
         self._writers: dict[str, Any] = {}
         self._direct: dict[str, Any] | None = None  # direct-mode state
+        self._frame_time_s: float | None = None  # the MDA frame being encoded
+        self._time0_ms: float | None = None  # its run's first frame time
         self._init_queue(max_queue_bytes=max_queue_bytes, flush_interval=flush_interval)
 
     @property
@@ -159,6 +170,7 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
         if self.contrast.limits is None and self.contrast.bit_depth is None:
             self._bit_depth_from_summary(meta)
         super().sequenceStarted(seq, meta)
+        self._time0_ms = None  # timestamps restart with each sequence
 
     def _bit_depth_from_summary(self, meta: Any) -> None:
         infos = meta.get("image_infos") if isinstance(meta, dict) else None
@@ -178,7 +190,7 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
 
     def write_frame(self, ary: Any, index: tuple[int, ...], frame: np.ndarray) -> None:
         """Convert to uint8 with the fixed mapping and encode (writer thread)."""
-        ary.write(self._to_video_frame(frame, is_color=False))
+        _encode(ary, self._to_video_frame(frame, is_color=False), self._frame_time_s)
 
     def _extra_frame_metadata(self) -> dict[str, Any]:
         return {"video_codec": self.fourcc, "video_fps": self._fps}
@@ -265,10 +277,13 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
 
     # ------------------------------------------------------------ writer thread
     def _handle(self, kind: str, args: tuple[Any, ...]) -> None:
+        if kind == "frame" and self._direct is None:  # MDA: (frame, event, meta)
+            self._frame_time_s = self._time_of(args[2] if len(args) > 2 else None)
         if kind == "frame" and self._direct is not None:
             frame, entry = args
             state = self._direct
-            state["writer"].write(self._to_video_frame(frame, state["is_color"]))
+            t = entry["runner_time_ms"] / 1000.0
+            _encode(state["writer"], self._to_video_frame(frame, state["is_color"]), t)
             state["frames"].append(entry)
             self._frames_by_position["frame_metadatas"] = len(state["frames"])
             if self._journal is not None:
@@ -333,6 +348,15 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
         stats.frames_lost = stats.frames_received - stats.frames_written
 
     # ------------------------------------------------------------ helpers
+    def _time_of(self, meta: Any) -> float | None:
+        """An MDA frame's time (s) since the run's first frame, from its metadata."""
+        value = meta.get("runner_time_ms") if isinstance(meta, dict) else None
+        if not isinstance(value, (int, float)):
+            return None
+        if self._time0_ms is None:
+            self._time0_ms = float(value)
+        return (float(value) - self._time0_ms) / 1000.0
+
     def _open_video(self, path: Path, width: int, height: int, is_color: bool) -> Any:
         import cv2
 
