@@ -178,11 +178,6 @@ def test_video_contrast_outside_8bit_range_skips_it(mp4_run, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="integrator (cli_export.py): print each summary.skipped entry as one "
-    "'mesofield-napari export: warning: <path>: <reason>' line on stderr",
-)
 def test_video_contrast_outside_8bit_range_is_one_stderr_line(
     mp4_run, tmp_path, capsys
 ):

@@ -82,11 +82,6 @@ def test_one_incomplete_recording_exits_non_zero(session):
     assert any("crashed run" in line for line in inspect_lines(summary))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="integrator (cli.py _cmd_inspect): print data.summary.inspect_lines(summary) "
-    "and return inspect_exit_code(summary), with --json too",
-)
 def test_inspect_command_exits_non_zero_for_an_incomplete_session(session):
     res = subprocess.run(
         [sys.executable, "-m", "mesofield_napari", "inspect", str(session)],

@@ -251,7 +251,7 @@ def test_sidecar_listing_more_frames_than_the_file(tmp_path: Path) -> None:
 def test_cli_inspect_prints_the_problems(tmp_path: Path, capsys: Any) -> None:
     path = _tiff(tmp_path / "cam.ome.tiff")
     path.write_bytes(b"")
-    assert main(["inspect", str(path)]) == 0
+    assert main(["inspect", str(path)]) == 2  # an unreadable file is not complete
     out = capsys.readouterr().out
     assert "complete: False" in out
     assert "problem: " in out and "cam.ome.tiff" in out.split("problem: ", 1)[1]

@@ -58,21 +58,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> None:  # pragma: no cover - the process entry point
-    """``mesofield-napari`` / ``python -m mesofield_napari``: :func:`main`, then exit
-    without the interpreter's teardown.
+    """``mesofield-napari`` / ``python -m mesofield_napari``: :func:`main`, then exit.
 
-    Every file is closed and fsynced before :func:`main` returns. What is left is
-    native threads of the camera/encoder libraries; tearing the interpreter down under
-    them occasionally aborts the process ("FATAL: exception not rethrown", seen in ~1
-    of 10 experiment runs), which would turn a good run's exit code 0 into 134.
+    Every file is closed and synced before :func:`main` returns, and the cores this
+    command made are released (``acquisition.core_release``), so the interpreter's
+    own teardown is safe: no ``os._exit`` is needed.
     """
     try:
         code = main()
         sys.stdout.flush()
     except BrokenPipeError:  # `... | head`: the reader left; not an error of ours
+        # the interpreter would complain again flushing the dead pipe at exit
+        sys.stdout = open(os.devnull, "w")
         code = 0
-    sys.stderr.flush()
-    os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

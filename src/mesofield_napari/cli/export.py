@@ -71,6 +71,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     p.add_argument("--out", type=Path, metavar="DIR", help="output folder")
     p.add_argument("--pattern", metavar="GLOB", help="file names to take in folders")
+    p.add_argument(
+        "--include-videos",
+        action="store_true",
+        help="folders: export their videos too (default: the TIFF cameras, the data "
+        "a scientist analyses; videos named on the command line are always taken)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--workers", type=positive_int, default=1, metavar="N")
     p.add_argument(
@@ -83,6 +89,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g = p.add_argument_group("mean-trace")
     g.add_argument(
         "--roi", type=int, nargs=4, metavar=("Y0", "Y1", "X0", "X1"), help="rectangle"
+    )
+    g.add_argument(
+        "--roi-camera",
+        metavar="NAME",
+        help="the camera the ROI was drawn on (e.g. meso): other cameras are skipped",
     )
     g = p.add_argument_group("dff")
     g.add_argument("--method", choices=("collapse_first", "pixelwise"))
@@ -225,6 +236,7 @@ def cmd(args: argparse.Namespace) -> int:
             progress=bar,
             cancel=cancel,
             pattern=args.pattern,
+            include_videos=args.include_videos,
             **params,
         )
     except (OSError, ValueError, TypeError) as exc:
@@ -247,10 +259,18 @@ def cmd(args: argparse.Namespace) -> int:
                 print(f"FAILED  {_rel(job.path)}")
             for note in job.warnings:
                 print(f"        warning: {note}")
+        for skip in summary.skipped:
+            print(f"skipped {_rel(skip.path)}")
         done = sum(j.ok for j in summary.jobs)
         print(
             f"{args.operation}: {done} of {len(summary.jobs)} recording(s) exported "
             f"in {summary.elapsed_s:.1f} s"
+            + (f", {len(summary.skipped)} skipped" if summary.skipped else "")
+        )
+    for skip in summary.skipped:  # not failures, but never silent
+        print(
+            f"mesofield-napari export: warning: {_rel(skip.path)}: {skip.reason}",
+            file=sys.stderr,
         )
     for path, err in summary.failures.items():
         print(f"mesofield-napari export: error: {path}: {err}", file=sys.stderr)

@@ -52,7 +52,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--out",
         type=Path,
         help="output root for --record-frames; the experiment folder for "
-        "--experiment (default: its experiment_directory or its folder)",
+        "--experiment (default: its experiment_directory; without one, --out is needed)",
     )
     gui.add_argument("--writer", choices=("tiff", "mp4", "both"), default="tiff")
     gui.add_argument("--subject", help="default: sim (experiment: its first subject)")

@@ -1,4 +1,8 @@
-"""``mesofield-napari inspect``: summarise a run folder or one recording."""
+"""``mesofield-napari inspect``: summarise a run folder or one recording.
+
+Each run is printed with its own recordings, notes and errors; the exit code is 2
+while any recording inspected is incomplete (a crashed run before ``recover``).
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd(args: argparse.Namespace) -> int:
-    from ..data.reader.summary import summarize_recording, summarize_run
+    from ..data.reader.summary import (
+        inspect_exit_code,
+        inspect_lines,
+        summarize_recording,
+        summarize_run,
+    )
 
     if not args.path.exists():
         raise CLIError(f"no such file or folder: {args.path}")
@@ -40,16 +49,6 @@ def cmd(args: argparse.Namespace) -> int:
         summary = summarize_recording(args.path)
     if args.json:
         print(json.dumps(summary, indent=2))
-        return 0
-    for rec in summary.get("recordings", [summary]):
-        print(rec["path"])
-        print(
-            f"  frames {rec['frames']}  shape {rec['shape']}  {rec['dtype']}  "
-            f"{rec['duration_s']:.2f} s  fps {rec['fps']}  dropped {rec['dropped_frames']}"
-        )
-        print(f"  sidecar: {rec['sidecar']}  complete: {rec['complete']}")
-        for problem in rec.get("problems", []):
-            print(f"  problem: {problem}")
-    for note in summary.get("notes", []):
-        print(f"  note: {note}")
-    return 0
+    else:
+        print("\n".join(inspect_lines(summary)))
+    return inspect_exit_code(summary)  # non-zero while anything is incomplete

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..acquisition.core_release import release_core
 from ._args import (
     EXIT_USAGE,
     CLIError,
@@ -217,7 +218,6 @@ def _cmd_record_experiment(args: argparse.Namespace) -> int:
 
 
 def _cmd_record_timelapse(args: argparse.Namespace) -> int:
-    from ..acquisition.timelapse import add_writers, record, timelapse
     from ..data.manager.run_manager import RunManager
 
     out = prepare_out_dir(args.out)
@@ -236,6 +236,51 @@ def _cmd_record_timelapse(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
     core = _make_core(args)
+    try:
+        result = _record_on(core, args, run, out)
+    finally:
+        # its native notification thread must not outlive this call: at interpreter
+        # teardown it could call back into a finalizing Python (abort, exit 134)
+        release_core(core)
+    errors = list(dict.fromkeys(run.errors))
+
+    payload = {
+        **result.as_dict(),
+        "ok": not errors,
+        "errors": errors,
+        "run_dir": str(run.run_dir),
+        "notes": str(run.notes_path),
+        "timestamps": str(run.timestamps_path),
+        "configuration": str(run.configuration_path),
+        "manifest": str(run.manifest_path),
+        "dataqueue": str(run.dataqueue_path),
+    }
+    if args.json:
+        print(json.dumps(payload, indent=2))
+    else:
+        print(f"run folder: {run.run_dir}")
+        for f in result.files:
+            extra = f" ({f['codec']})" if "codec" in f else ""
+            rel = os.path.relpath(f["path"], run.run_dir)
+            print(f"  {f['kind']:>4}: {rel}  {f['frames']} frames{extra}")
+        print(f"  manifest: {run.manifest_path.name}")
+        of = (
+            f" of {args.frames} planned"
+            if args.frames and result.frames_written != args.frames
+            else ""
+        )
+        print(
+            f"recorded {result.frames_written} frames{of} in {result.elapsed_s:.1f} s"
+        )
+    for err in errors:
+        print(f"mesofield-napari record: error: {err}", file=sys.stderr)
+    return EXIT_USAGE if errors else 0
+
+
+def _record_on(core: Any, args: argparse.Namespace, run: Any, out: Path) -> Any:
+    """The time-lapse on ``core`` into ``run``; every file final when it returns."""
+    from ..acquisition.timelapse import add_writers, record, timelapse
+
     _preflight(args, core, out)  # before any file or event is made
     if args.frames:
         sequence: Any = timelapse(args.frames, args.interval)
@@ -274,36 +319,4 @@ def _cmd_record_timelapse(args: argparse.Namespace) -> int:
     # so the manifest, --json and the exit code all say the same
     run.errors.extend(result.camera_errors)
     run.stop(raise_errors=False)
-    errors = list(dict.fromkeys(run.errors))
-
-    payload = {
-        **result.as_dict(),
-        "ok": not errors,
-        "errors": errors,
-        "run_dir": str(run.run_dir),
-        "notes": str(run.notes_path),
-        "timestamps": str(run.timestamps_path),
-        "configuration": str(run.configuration_path),
-        "manifest": str(run.manifest_path),
-        "dataqueue": str(run.dataqueue_path),
-    }
-    if args.json:
-        print(json.dumps(payload, indent=2))
-    else:
-        print(f"run folder: {run.run_dir}")
-        for f in result.files:
-            extra = f" ({f['codec']})" if "codec" in f else ""
-            rel = os.path.relpath(f["path"], run.run_dir)
-            print(f"  {f['kind']:>4}: {rel}  {f['frames']} frames{extra}")
-        print(f"  manifest: {run.manifest_path.name}")
-        of = (
-            f" of {args.frames} planned"
-            if args.frames and result.frames_written != args.frames
-            else ""
-        )
-        print(
-            f"recorded {result.frames_written} frames{of} in {result.elapsed_s:.1f} s"
-        )
-    for err in errors:
-        print(f"mesofield-napari record: error: {err}", file=sys.stderr)
-    return EXIT_USAGE if errors else 0
+    return result

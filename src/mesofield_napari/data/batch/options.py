@@ -13,6 +13,7 @@ OPERATION_CHOICES = ("mean-trace", "dff", "video", "montage")
 #: the operation it applies to
 OPTION_OPERATION: dict[str, str] = {
     "roi": "mean-trace",
+    "roi_camera": "mean-trace",
     "method": "dff",
     "camera_offset": "dff",
     "fs": "dff",
