@@ -183,6 +183,7 @@ def _open_tiff(path: Path, notes: list[str]) -> _Source:
             page = tf.pages.first
             shape = tuple(int(d) for d in page.shape)  # odd types on bit flips
             dtype = np.dtype(page.dtype)
+            bits = int(page.bitspersample)
             compressed = page.compression != 1
             offsets, counts = page.dataoffsets, page.databytecounts
             contiguous = (
@@ -198,6 +199,10 @@ def _open_tiff(path: Path, notes: list[str]) -> _Source:
         raise
     except Exception as exc:  # tifffile raises struct.error, IndexError, ...
         raise ValueError(f"cannot read TIFF {path}: {_short(exc)}") from exc
+    if bits not in (8, 16, 32, 64):
+        # no camera writes these; a bit flip does (and imagecodecs would decode the
+        # 16-bit pixels as packed 7-bit ones: plausible-looking garbage)
+        raise ValueError(f"corrupt TIFF {path}: {bits}-bit samples")
     size = path.stat().st_size
     frame_bytes = _check_frame(path, shape, dtype, size, compressed)
     if contiguous and second is not None and second != offsets[0] + frame_bytes:
