@@ -67,6 +67,7 @@ class FramePipeline:
         flush: Callable[[], None] | None = None,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL_S,
         on_error: Callable[[BaseException], None] | None = None,
+        idle: Callable[[], None] | None = None,
     ) -> None:
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
@@ -77,6 +78,7 @@ class FramePipeline:
         self._flush = flush
         self._flush_interval = flush_interval
         self._on_error = on_error
+        self._idle = idle
         self._items: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -159,6 +161,8 @@ class FramePipeline:
     # -------------------------------------------------------------- consumer side
     def _run(self) -> None:
         while True:
+            if not self._items and self._idle is not None:
+                self._run_idle()  # out of work: before waiting for more
             with self._cond:
                 while not self._items:
                     self._cond.wait()
@@ -195,6 +199,13 @@ class FramePipeline:
             return
         if item.kind == "frame":
             self.stats.frames_written += 1
+
+    def _run_idle(self) -> None:
+        assert self._idle is not None
+        try:
+            self._idle()
+        except BaseException as exc:
+            self._fail(exc)
 
     def _fail(self, exc: BaseException) -> None:
         if self.error is None:
