@@ -724,7 +724,8 @@ def targets(summaries: list[Summary]) -> list[tuple[str, str, str]]:
             (
                 f"CustomWriter ≥ 1.0× ome-writers tifffile @ {size}², CPU/frame ≤ its",
                 f"{c.vs_omew:.2f}× (reps: {_reps(c.vs_omew_reps, '×')}); "
-                f"CPU {c.cpu_ms:.2f} vs {o.cpu_ms:.2f} ms/frame",
+                f"CPU {c.cpu_ms:.2f} vs {o.cpu_ms:.2f} ms/frame"
+                + ("" if o.valid else "; ome-writers' output INVALID"),
                 _ok(c.valid and o.valid and c.vs_omew >= 1.0 and c.cpu_vs_omew <= 1.0),
             )
         )
@@ -793,8 +794,8 @@ def result_rows(summaries: list[Summary]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for s in summaries:
         handler = f"{s.p50_ms:.2f} / {s.p99_ms:.2f} / {s.max_ms:.1f}"
-        if not s.valid:
-            speed = ["INVALID"] + ["—"] * 8
+        if not s.valid:  # the speed of a wrong output, for the record only
+            speed = [f"INVALID ({s.fps:.0f} fps)"] + ["—"] * 8
         else:
             speed = [
                 f"{s.fps:.1f}",
