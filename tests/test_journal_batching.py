@@ -131,9 +131,11 @@ def test_journal_never_leads_the_frames_and_catches_up(tmp_path: Path) -> None:
     def sample() -> None:
         jpath = journal_path(path)
         while not done.is_set():
-            if jpath.exists():
+            try:
                 lines = journal_entry_lines(jpath)  # lines first, then frames
-                samples.append((lines, sum(writer.frames_written.values())))
+            except FileNotFoundError:  # not created yet, or removed at the end
+                continue
+            samples.append((lines, sum(writer.frames_written.values())))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -147,6 +149,31 @@ def test_journal_never_leads_the_frames_and_catches_up(tmp_path: Path) -> None:
     assert all(lines <= written for lines, written in samples), samples[:20]
     entries = read_json(sidecar_path(path))["p0"]
     assert [e["mda_event"]["t"] for e in entries] == list(range(n))
+
+
+def test_finish_journals_every_frame_before_the_file_is_finished(
+    tmp_path: Path,
+) -> None:
+    """A finish right behind the frames (no idle moment) still journals them first."""
+    from mesofield_napari.data import _pipeline
+
+    path = tmp_path / "tight.ome.tif"
+    writer = CustomWriter(path)
+    writer._journal_batch_s = 3600.0
+    lines_at_finish: list[int] = []
+    handle = writer._handle
+
+    def spy(kind: str, args: tuple[Any, ...]) -> None:
+        if kind == "finish":
+            lines_at_finish.append(journal_entry_lines(journal_path(path)))
+        handle(kind, args)
+
+    writer._pipeline._handle = spy
+    assert isinstance(writer._pipeline, _pipeline.FramePipeline)
+    _drive(writer, [np.full((16, 16), 3, np.uint16)], 50)
+    writer.raise_if_failed()
+    assert lines_at_finish == [50]
+    assert len(read_json(sidecar_path(path))["p0"]) == 50
 
 
 def test_writer_idle_flushes_the_batch(tmp_path: Path) -> None:

@@ -56,7 +56,12 @@ class _Item:
 
 
 class FramePipeline:
-    """A bounded byte-budget queue drained by one writer thread."""
+    """A bounded byte-budget queue drained by one writer thread.
+
+    ``idle`` (optional) runs on the writer thread whenever the queue runs empty and
+    before every command, so work a writer batches across frames (journal lines) is
+    settled before the writer waits and before a command such as ``finish`` runs.
+    """
 
     def __init__(
         self,
@@ -168,6 +173,8 @@ class FramePipeline:
                     self._cond.wait()
                 item = self._items.popleft()
             try:
+                if item.kind != "frame" and self._idle is not None:
+                    self._run_idle()  # a command sees every frame before it settled
                 if item.kind == "__stop__":
                     return
                 self._dispatch(item)
