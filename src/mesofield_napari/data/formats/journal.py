@@ -2,9 +2,12 @@
 
 While recording, every written frame appends one JSON line to
 ``<data file>_frame_metadata.jsonl`` *after* its pixels were handed to the OS, so
-``lines in the journal == frames really written``. The line reaches the OS at once
-(a killed process loses nothing) and is fsync'ed on the writer's flush interval (an OS
-crash loses at most ~1 s). A TIFF writer also journals one ``layout`` line per file it
+``lines in the journal <= frames really written`` (equal once the writer caught up).
+A line reaches the OS at once, or -- with ``batch_s`` -- together with the other
+lines of that batch: when the writer's queue runs empty, or ``batch_s`` after the
+batch's first line, whichever comes first (a killed process loses at most those
+frames, and ``recover`` then keeps exactly the frames journaled). It is fsync'ed on
+the writer's flush interval (an OS crash loses at most ~1 s). A TIFF writer also journals one ``layout`` line per file it
 creates (:class:`~.tiff_layout.TiffLayout`): what ``recover`` needs to rewrite that
 file's headers to the frames really written.
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +37,25 @@ from .tiff_layout import TiffLayout, pause_point
 
 JOURNAL_FORMAT = "mesofield-frame-journal"
 Mode = Literal["mda", "direct"]
+_MAX_BATCH_LINES = 4096  # a batch also ends here (bounds its memory)
+
+
+class JournalWriteError(RecordingError):
+    """Frame lines could not be written (e.g. disk full); ``frames_lost`` of them,
+    the frames that will not count as recorded (``recover`` keeps the journaled)."""
+
+    def __init__(self, message: str, frames_lost: int) -> None:
+        super().__init__(message)
+        self.frames_lost = frames_lost
 
 
 class FrameJournal:
-    """Append-only JSON-lines log: a header line, then one line per written frame."""
+    """Append-only JSON-lines log: a header line, then one line per written frame.
+
+    ``batch_s`` > 0 collects frame lines and writes them in one call per batch (see
+    the module docstring); the owner calls :meth:`flush` when it runs out of work.
+    Not thread-safe: one thread appends and flushes; another may only :meth:`sync`.
+    """
 
     def __init__(
         self,
@@ -45,12 +64,17 @@ class FrameJournal:
         mode: Mode,
         data_file: str | os.PathLike[str],
         extra: dict[str, Any] | None = None,
+        batch_s: float = 0.0,
     ) -> None:
         self.path = Path(path)
         self.mode = mode
         self.lines = 0
-        # "x": a journal we did not create is never truncated
-        self._fh = open(self.path, "x", encoding="utf-8")
+        self._batch_s = float(batch_s)
+        self._batch: list[str] = []
+        self._batch_started = 0.0
+        # "x": a journal we did not create is never truncated; unbuffered bytes, so
+        # a failed write says how much of it reached the file
+        self._fh = open(self.path, "xb", buffering=0)
         header = {
             "format": JOURNAL_FORMAT,
             "version": 1,
@@ -66,32 +90,67 @@ class FrameJournal:
         entry: dict[str, Any] = {"meta": meta}
         if position is not None:
             entry["pos"] = position
-        self._write(entry)
-        self.lines += 1
+        self._frame_line(json.dumps(entry, separators=(",", ":")) + "\n")
+
+    def append_json(self, meta_json: str, position: str | None = None) -> None:
+        """:meth:`append` for metadata already encoded (``frame_json``): same line."""
+        pos = "" if position is None else ',"pos":' + json.dumps(position)
+        self._frame_line('{"meta":' + meta_json + pos + "}\n")
 
     def append_layout(self, layout: dict[str, Any], position: str) -> None:
         """Record how a data file was laid out (before its first frame)."""
         self._write({"layout": layout, "pos": position})
 
+    def _frame_line(self, line: str) -> None:
+        self.lines += 1
+        if not self._batch_s:
+            self._write_text(line)
+            return
+        batch = self._batch
+        now = time.monotonic()
+        if not batch:
+            self._batch_started = now
+        batch.append(line)
+        if len(batch) >= _MAX_BATCH_LINES or now - self._batch_started >= self._batch_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the batched lines to the OS (one write): a killed process keeps them."""
+        if self._batch:
+            text, self._batch = "".join(self._batch), []
+            self._write_text(text)
+
     def _write(self, obj: dict[str, Any]) -> None:
+        self.flush()  # keep the order of the lines
+        self._write_text(json.dumps(obj, separators=(",", ":")) + "\n", frames=False)
+
+    def _write_text(self, text: str, *, frames: bool = True) -> None:
+        """Write whole lines into the OS page cache (survives a killed process)."""
+        data = memoryview(text.encode("utf-8"))
+        done = 0
         try:
-            self._fh.write(json.dumps(obj, separators=(",", ":")) + "\n")
-            self._fh.flush()  # into the OS page cache: survives a killed process
-        except OSError as exc:  # e.g. disk full: say which file, as RecordingError
-            raise RecordingError(
-                f"cannot write frame journal {self.path.name}: {exc.strerror or exc}"
+            while done < len(data):
+                done += self._fh.write(data[done:]) or 0
+        except OSError as exc:  # e.g. disk full: say which file, and what is lost
+            lost = bytes(data).count(b"\n", done) if frames else 0
+            raise JournalWriteError(
+                f"cannot write frame journal {self.path.name}: {exc.strerror or exc}",
+                lost,
             ) from exc
 
     def sync(self) -> None:
-        """Make the journal durable against an OS crash (called on the flush timer)."""
+        """Make what reached the OS durable against an OS crash (the flush timer's
+        thread calls this; lines still batched are the appending thread's)."""
         if not self._fh.closed:
             os.fsync(self._fh.fileno())
 
     def close(self, *, remove: bool = False) -> None:
         if not self._fh.closed:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
+            try:
+                self.flush()
+                os.fsync(self._fh.fileno())
+            finally:
+                self._fh.close()
         if remove:
             self.path.unlink(missing_ok=True)
 

@@ -56,7 +56,12 @@ class _Item:
 
 
 class FramePipeline:
-    """A bounded byte-budget queue drained by one writer thread."""
+    """A bounded byte-budget queue drained by one writer thread.
+
+    ``idle`` (optional) runs on the writer thread whenever the queue runs empty and
+    before every command, so work a writer batches across frames (journal lines) is
+    settled before the writer waits and before a command such as ``finish`` runs.
+    """
 
     def __init__(
         self,
@@ -67,6 +72,7 @@ class FramePipeline:
         flush: Callable[[], None] | None = None,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL_S,
         on_error: Callable[[BaseException], None] | None = None,
+        idle: Callable[[], None] | None = None,
     ) -> None:
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
@@ -77,6 +83,7 @@ class FramePipeline:
         self._flush = flush
         self._flush_interval = flush_interval
         self._on_error = on_error
+        self._idle = idle
         self._items: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -159,11 +166,15 @@ class FramePipeline:
     # -------------------------------------------------------------- consumer side
     def _run(self) -> None:
         while True:
+            if not self._items and self._idle is not None:
+                self._run_idle()  # out of work: before waiting for more
             with self._cond:
                 while not self._items:
                     self._cond.wait()
                 item = self._items.popleft()
             try:
+                if item.kind != "frame" and self._idle is not None:
+                    self._run_idle()  # a command sees every frame before it settled
                 if item.kind == "__stop__":
                     return
                 self._dispatch(item)
@@ -195,6 +206,13 @@ class FramePipeline:
             return
         if item.kind == "frame":
             self.stats.frames_written += 1
+
+    def _run_idle(self) -> None:
+        assert self._idle is not None
+        try:
+            self._idle()
+        except BaseException as exc:
+            self._fail(exc)
 
     def _fail(self, exc: BaseException) -> None:
         if self.error is None:

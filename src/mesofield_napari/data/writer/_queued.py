@@ -4,8 +4,9 @@
 ``frameReady`` only queues the frame; the writer thread then calls the upstream
 ``frameReady`` (position bookkeeping, ``new_array``, ``write_frame``,
 ``store_frame_metadata``), so the seed's methods keep their names and roles but never
-run on the acquisition thread. Metadata is journaled frame by frame and the legacy
-sidecar is streamed from the journal and written atomically at the end.
+run on the acquisition thread. Metadata is journaled frame by frame (a writer may
+batch the lines: ``_journal_batch_s``, written whenever its queue runs empty) and the
+legacy sidecar is streamed from the journal and written atomically at the end.
 
 Memory does not grow with the run's length: upstream's ``frame_metadatas`` (a
 ``defaultdict(list)`` that upstream fills with every frame's metadata) stays empty --
@@ -25,12 +26,17 @@ from typing import TYPE_CHECKING, Any
 
 from ..clock import frame_clock, local_iso
 from ..errors import RecordingError
-from ..formats.journal import FrameJournal, Mode, write_sidecar_from_journal
+from ..formats.frame_json import frame_meta_json
+from ..formats.journal import (
+    FrameJournal,
+    JournalWriteError,
+    Mode,
+    write_sidecar_from_journal,
+)
 from ..formats.names import with_name_suffix
 from ..formats.sidecar import (
     journal_path,
     sidecar_path,
-    to_jsonable,
     write_json_atomic,
 )
 from ..formats.tiff_layout import pause_point
@@ -57,6 +63,9 @@ class QueuedWriterMixin:
     _filename: str
     frame_metadatas: Any
     current_sequence: Any
+    # > 0: journal lines are written in batches, at the latest this many seconds
+    # after a batch's first line and whenever the queue runs empty (see journal.py)
+    _journal_batch_s: float = 0.0
 
     def _init_queue(
         self,
@@ -82,6 +91,7 @@ class QueuedWriterMixin:
             flush=self._flush_all,
             flush_interval=flush_interval,
             on_error=self._notify_error,
+            idle=self._flush_journal,
         )
 
     # ------------------------------------------------------------ public state
@@ -193,8 +203,28 @@ class QueuedWriterMixin:
     def _open_journal(self, mode: Mode, extra: dict[str, Any] | None = None) -> None:
         with self._io_lock:
             self._journal = FrameJournal(
-                self.journal_path, mode=mode, data_file=self._filename, extra=extra
+                self.journal_path,
+                mode=mode,
+                data_file=self._filename,
+                extra=extra,
+                batch_s=self._journal_batch_s,
             )
+
+    def _flush_journal(self) -> None:
+        """Writer thread, queue empty: batched journal lines go to the OS now."""
+        if self._journal is not None:
+            try:
+                self._journal.flush()
+            except JournalWriteError as exc:
+                self._unjournaled(exc.frames_lost)
+                raise
+
+    def _unjournaled(self, frames: int) -> None:
+        """Frames on disk whose journal lines failed do not count as recorded: the
+        journal decides what ``recover`` keeps (frames written == journal lines)."""
+        stats = self.stats
+        stats.frames_written -= frames
+        stats.frames_lost += frames
 
     def store_frame_metadata(self, key: str, event: useq.MDAEvent, meta: Any) -> None:
         """Journal the frame's metadata (JSON-ready): one line, one frame.
@@ -202,12 +232,17 @@ class QueuedWriterMixin:
         Not kept in ``frame_metadatas``: the journal is the store, so memory stays
         flat however long the run (a 2-hour 100 Hz run held > 1 GB before).
         """
-        entry = to_jsonable(dict(meta or {}))
-        entry["mda_event"] = {k: int(v) for k, v in dict(event.index).items()}
-        entry.update(self._extra_frame_metadata())
+        index = {k: int(v) for k, v in event.index.items()}
+        text = frame_meta_json(meta, index, self._extra_frame_metadata())
         self._frames_by_position[key] = self._frames_by_position.get(key, 0) + 1
         if self._journal is not None:
-            self._journal.append(entry, key)
+            try:
+                self._journal.append_json(text, key)
+            except JournalWriteError as exc:
+                # this frame is counted lost by the pipeline; the rest of its batch
+                # had been counted written
+                self._unjournaled(max(0, exc.frames_lost - 1))
+                raise
         # upstream appends one runner time per time point and never reads them back
         timestamps = getattr(self, "_timestamps", None)
         if isinstance(timestamps, list):
@@ -260,6 +295,7 @@ class QueuedWriterMixin:
         journal = self._journal
         try:
             if journal is not None and journal.mode == "mda":
+                journal.flush()  # this (the writer) thread's batched lines
                 with self._io_lock:
                     journal.sync()
                 write_sidecar_from_journal(
