@@ -142,20 +142,59 @@ _WIN_FLAGS = {
     "O_RANDOM": 1 << 24,
 }
 _WIN_FLAG_MASK = sum(_WIN_FLAGS.values())
-_WIN_MISSING_OS = (
-    "pwrite pread pwritev preadv fdatasync posix_fallocate posix_fadvise sync "
-    "fork forkpty mkfifo mknod getuid geteuid getgid getegid killpg setsid "
-    "O_DSYNC O_SYNC O_RSYNC O_DIRECT O_NOATIME O_PATH O_TMPFILE O_NOFOLLOW "
-    "O_DIRECTORY"
-).split()
-_MAC_MISSING_OS = (
-    "fdatasync posix_fallocate posix_fadvise pipe2 O_DIRECT O_NOATIME O_PATH O_TMPFILE"
-).split()
+_WIN_MISSING_OS = [
+    "pwrite",
+    "pread",
+    "pwritev",
+    "preadv",
+    "fdatasync",
+    "posix_fallocate",
+    "posix_fadvise",
+    "sync",
+    "fork",
+    "forkpty",
+    "mkfifo",
+    "mknod",
+    "getuid",
+    "geteuid",
+    "getgid",
+    "getegid",
+    "killpg",
+    "setsid",
+    "O_DSYNC",
+    "O_SYNC",
+    "O_RSYNC",
+    "O_DIRECT",
+    "O_NOATIME",
+    "O_PATH",
+    "O_TMPFILE",
+    "O_NOFOLLOW",
+    "O_DIRECTORY",
+]
+_MAC_MISSING_OS = [
+    "fdatasync",
+    "posix_fallocate",
+    "posix_fadvise",
+    "pipe2",
+    "O_DIRECT",
+    "O_NOATIME",
+    "O_PATH",
+    "O_TMPFILE",
+]
 _WIN_SIGNALS = {"SIGABRT", "SIGFPE", "SIGILL", "SIGINT", "SIGSEGV", "SIGTERM"}
-_WIN_SIGNAL_FUNCS = (
-    "alarm pause setitimer getitimer siginterrupt pthread_kill pthread_sigmask "
-    "sigpending sigwait sigwaitinfo sigtimedwait"
-).split()
+_WIN_SIGNAL_FUNCS = [
+    "alarm",
+    "pause",
+    "setitimer",
+    "getitimer",
+    "siginterrupt",
+    "pthread_kill",
+    "pthread_sigmask",
+    "sigpending",
+    "sigwait",
+    "sigwaitinfo",
+    "sigtimedwait",
+]
 SIGBREAK = 21  # Windows' value; here it is the real SIGTTIN, which nothing else uses
 CTRL_C_EVENT, CTRL_BREAK_EVENT, CTRL_CLOSE_EVENT = 0, 1, 2
 _BLOCKED_MODULES = {"windows": ("resource", "fcntl", "termios"), "macos": ()}
@@ -617,7 +656,9 @@ class Emulation:
             return self._text_fd_stack(
                 file, mode, buffering, encoding, errors, newline, closefd
             )
-        f = _Real.io_open(file, mode, buffering, encoding, errors, newline, closefd, opener)
+        f = _Real.io_open(
+            file, mode, buffering, encoding, errors, newline, closefd, opener
+        )
         if not isinstance(file, int):
             with self._lock:
                 self._fds.pop(f.fileno(), None)  # FileIO opens binary (O_BINARY)

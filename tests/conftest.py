@@ -13,7 +13,6 @@ from _helpers import SHAPE
 from mesofield_napari.sim import create_sim_core, sim_camera
 
 if TYPE_CHECKING:
-
     from pymmcore_plus.experimental.unicore import UniMMCore
 
     from mesofield_napari.sim import SimulatedMesoscopeCamera

@@ -12,7 +12,10 @@ if os.environ.get("MESOFIELD_EMULATE_OS"):
     if os.environ["MESOFIELD_EMULATE_OS"] == "windows":
         # a pipe gets the ANSI code page, as Python on Windows does (stdout strict,
         # stderr backslashreplace)
-        for stream, errors in ((sys.stdout, "strict"), (sys.stderr, "backslashreplace")):
+        for stream, errors in (
+            (sys.stdout, "strict"),
+            (sys.stderr, "backslashreplace"),
+        ):
             if stream is not None and not stream.isatty():
                 stream.reconfigure(encoding="cp1252", errors=errors)
     del sys.path[0]
