@@ -103,6 +103,7 @@ import builtins
 import contextlib
 import ctypes
 import errno
+import importlib
 import importlib.abc
 import io
 import math
@@ -198,6 +199,10 @@ _WIN_SIGNAL_FUNCS = [
 SIGBREAK = 21  # Windows' value; here it is the real SIGTTIN, which nothing else uses
 CTRL_C_EVENT, CTRL_BREAK_EVENT, CTRL_CLOSE_EVENT = 0, 1, 2
 _BLOCKED_MODULES = {"windows": ("resource", "fcntl", "termios"), "macos": ()}
+# Libraries that choose their own Windows implementation by ``sys.platform`` (which
+# stays "linux"): imported before the emulation so their POSIX implementation keeps
+# the names it imports, as their Windows one would have its own there.
+PREIMPORT = ("platformdirs", "serial", "psutil")
 
 # macOS fcntl
 F_PREALLOCATE, F_FULLFSYNC, F_NOCACHE = 42, 51, 48
@@ -348,6 +353,9 @@ class Emulation:
             return
         if self.system is not None:
             self.uninstall()
+        for name in PREIMPORT:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(name)
         self.system = system
         limit = os.environ.get(DISK_LIMIT_ENV)
         self.disk_limit = int(limit) if limit else None

@@ -192,20 +192,23 @@ def sync_dir(folder: str | os.PathLike[str]) -> None:
 
 
 # ---------------------------------------------------------------- disk space
-def reserve(fd: int, offset: int, length: int) -> None:
+def reserve(fd: int, offset: int, length: int, *, keep_size: bool = False) -> None:
     """Allocate the file's disk space for ``[offset, offset + length)`` now, so the
     disk cannot fill up under those bytes.
 
     Raises ``OSError`` (``errno`` in :data:`NO_SPACE`) when the disk cannot hold
     them; a file system that cannot reserve is ignored. Linux's ``posix_fallocate``
-    also extends the file to ``offset + length``; macOS and Windows reserve without
-    changing the file's size.
+    also extends the file to ``offset + length`` unless ``keep_size``
+    (``fallocate(FALLOC_FL_KEEP_SIZE)``: space past the end of file, given back by
+    :func:`set_size`); macOS and Windows always reserve without changing the size.
     """
     if length <= 0:
         return
     sys_name = system()
     try:
-        if sys_name == "linux":
+        if sys_name == "linux" and keep_size:
+            _fallocate_keep_size(fd, offset, length)
+        elif sys_name == "linux":
             os.posix_fallocate(fd, offset, length)
         elif sys_name == "macos":
             _preallocate_macos(fd, offset + length)
@@ -216,6 +219,29 @@ def reserve(fd: int, offset: int, length: int) -> None:
         if exc.errno in _UNSUPPORTED:
             return
         raise
+
+
+_FALLOC_FL_KEEP_SIZE = 1
+_fallocate: Any = None
+
+
+def _fallocate_keep_size(fd: int, offset: int, length: int) -> None:
+    """Linux ``fallocate(2)`` with FALLOC_FL_KEEP_SIZE (glibc, through ctypes)."""
+    global _fallocate
+    if _fallocate is None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = getattr(libc, "fallocate", None)
+        if fn is None:  # pragma: no cover - a libc without it
+            raise OSError(errno.ENOSYS, "fallocate is not available")
+        fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        _fallocate = fn
+    if _fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+        import ctypes
+
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
 
 
 def _preallocate_macos(fd: int, end: int) -> None:

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .._platform import fileio
 from .clock import local_iso
 from .errors import RecordingError
 from .sidecar import (
-    _fsync_dir,
     journal_path,
     recording_path,
     sidecar_path,
@@ -54,8 +54,8 @@ class FrameJournal:
         self.path = Path(path)
         self.mode = mode
         self.lines = 0
-        # "x": a journal we did not create is never truncated
-        self._fh = open(self.path, "x", encoding="utf-8")
+        # "x": a journal we did not create is never truncated; "\n" on every system
+        self._fh = open(self.path, "x", encoding="utf-8", newline="\n")
         header = {
             "format": JOURNAL_FORMAT,
             "version": 1,
@@ -90,15 +90,15 @@ class FrameJournal:
     def sync(self) -> None:
         """Make the journal durable against an OS crash (called on the flush timer)."""
         if not self._fh.closed:
-            os.fsync(self._fh.fileno())
+            fileio.sync(self._fh.fileno())
 
     def close(self, *, remove: bool = False) -> None:
         if not self._fh.closed:
             self._fh.flush()
-            os.fsync(self._fh.fileno())
+            fileio.sync(self._fh.fileno())
             self._fh.close()
         if remove:
-            self.path.unlink(missing_ok=True)
+            fileio.unlink(self.path)
 
 
 @dataclass
@@ -214,10 +214,10 @@ def write_sidecar_from_journal(
     if positions is None:
         positions = list(summarize_journal(journal).frames)
     tmp = sidecar.with_name(f".{sidecar.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    fd = fileio.open_binary(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     counts: dict[str, int] = {}
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write("{")
             for p, pos in enumerate(positions):
                 fh.write((", " if p else "") + json.dumps(pos) + ": [")
@@ -231,12 +231,12 @@ def write_sidecar_from_journal(
             fh.write("}")
             fh.flush()
             pause_point("sidecar_tmp")
-            os.fsync(fh.fileno())
-        os.replace(tmp, sidecar)
+            fileio.full_sync(fh.fileno())
+        fileio.replace(tmp, sidecar)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        fileio.unlink(tmp)
         raise
-    _fsync_dir(sidecar.parent)
+    fileio.sync_dir(sidecar.parent)
     return counts
 
 
@@ -254,12 +254,12 @@ def finish_tiffs(data: Path, summary: JournalSummary) -> list[str]:
             notes.append(f"{layout.file}: no frame was written; file left as is")
             continue
         try:
-            fd = os.open(path, os.O_RDWR)
+            fd = fileio.open_binary(path, os.O_RDWR)
         except FileNotFoundError:
             notes.append(f"{layout.file} is missing; only its metadata was recovered")
             continue
         try:
-            head = os.pread(fd, 16, 0)
+            head = fileio.pread(fd, 16, 0)
             size = os.fstat(fd).st_size
             if head[:4] != b"II+\0" or size < layout.data_offset + pages * (
                 layout.frame_bytes
@@ -268,7 +268,7 @@ def finish_tiffs(data: Path, summary: JournalSummary) -> list[str]:
                 continue
             finish_exact(fd, layout, pages)
         finally:
-            os.close(fd)
+            fileio.close(fd)
         notes.append(f"{layout.file}: {pages} frame(s)")
     return notes
 
@@ -386,7 +386,7 @@ def _recover_files(path: str | os.PathLike[str]) -> RecoveryReport:
         # The process died after the atomic rename but before removing the journal:
         # the sidecar is complete; the journal is redundant.
         report.frames_by_position = _count_frames(final)
-        jpath.unlink()
+        fileio.unlink(jpath, missing_ok=False)
         report.message = "sidecar was complete; removed leftover journal"
         return report
 
@@ -408,7 +408,7 @@ def _recover_files(path: str | os.PathLike[str]) -> RecoveryReport:
         report.frames_by_position = write_sidecar_from_journal(
             jpath, spath, list(summary.frames)
         )
-    jpath.unlink()
+    fileio.unlink(jpath, missing_ok=False)
     report.recovered = True
     report.message = f"recovered {report.frames} frame(s) from the journal" + (
         f"; ignored {report.bad_lines} unreadable line(s)" if report.bad_lines else ""

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal
 
+from .._platform import fileio
 from .clock import local_iso, local_now
 from .dataqueue import DataQueue
 from .errors import RecordingError
@@ -333,10 +334,10 @@ class RunManager:
         stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
         text = escape_note(text)
         line = f"{stamp}: {text}"
-        with open(self.notes_path, "a", encoding="utf-8") as fh:
+        with open(self.notes_path, "a", encoding="utf-8", newline="\n") as fh:
             fh.write(line + "\n")
             fh.flush()
-            os.fsync(fh.fileno())
+            fileio.sync(fh.fileno())
         self.queue.push("notes", text, local_iso())
         self.notes.append(line)
         return line
@@ -377,10 +378,10 @@ class RunManager:
                 w.writerow(["device_id", "started", "stopped"])
                 w.writerows(self._timestamp_rows())
                 fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.timestamps_path)
+                fileio.full_sync(fh.fileno())
+            fileio.replace(tmp, self.timestamps_path)
         except BaseException:
-            tmp.unlink(missing_ok=True)  # never leave a half-written temp file
+            fileio.unlink(tmp)  # never leave a half-written temp file
             raise
 
     def _session_producers(self) -> list[Producer]:
