@@ -835,7 +835,7 @@ class _FakeWin32:
             thread.start()
             threading.Timer(5.0, os._exit, (0xC000013A & 0xFF,)).start()
 
-        _Real.signal(signal.SIGHUP, closed)
+        _Real.signal(signal.Signals.SIGHUP, closed)
 
 
 # ---------------------------------------------------------------- helpers

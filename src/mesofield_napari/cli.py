@@ -13,8 +13,8 @@ import json
 import logging
 import math
 import os
-import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -162,8 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--frames",
         type=_non_negative_int,
         default=100,
-        help="time-lapse length (default 100); 0 records until Stop: Ctrl-C or "
-        "SIGTERM ends the run cleanly and the files hold exactly what was recorded",
+        help="time-lapse length (default 100); 0 records until Stop: Ctrl-C, "
+        "SIGTERM (Windows: Ctrl-Break, closing the console) or --stop-file ends "
+        "the run cleanly and the files hold exactly what was recorded",
+    )
+    rec.add_argument(
+        "--stop-file",
+        type=Path,
+        metavar="PATH",
+        help="end the run cleanly (like Ctrl-C) as soon as PATH exists: how another "
+        "program stops a run on any system (must not exist at the start)",
     )
     rec.add_argument("--writer", choices=("tiff", "mp4", "both"), default="tiff")
     rec.add_argument(
@@ -273,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ._platform.console import safe_text_streams
+
+    safe_text_streams()  # before --help: Windows' cp1252 cannot print "ΔF/F"
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_output()
@@ -388,16 +399,13 @@ def _preflight(args: argparse.Namespace, core: Any, out: Path) -> None:
         print(f"warning: {why}", file=sys.stderr)
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM ends an until-Stop run like Ctrl-C: cancel, finalize, report."""
-    raise KeyboardInterrupt
-
-
 def _cmd_record(args: argparse.Namespace) -> int:
     if args.experiment is not None:
         return _cmd_record_experiment(args)
     if args.duration is not None:
         raise CLIError("--duration needs --experiment (use --frames for a time-lapse)")
+    if args.stop_file is not None and args.stop_file.exists():
+        raise CLIError(f"stop file {args.stop_file} already exists: remove it first")
     if args.out is None:
         raise CLIError("--out DIR is required (or --experiment TARGET)")
     # given but empty is a mistake the run manager reports, not a default
@@ -409,19 +417,25 @@ def _cmd_record(args: argparse.Namespace) -> int:
 
 def _cmd_record_experiment(args: argparse.Namespace) -> int:
     """Several cameras and encoders from mesofield's hardware.yaml/experiment.json."""
+    from ._platform.console import StopRequests
     from .cli_experiment import ExperimentError, record_experiment
 
     if args.out is not None:
         _prepare_out_dir(args.out)
+    if args.stop_file is not None and args.stop_file.exists():
+        raise CLIError(f"stop file {args.stop_file} already exists: remove it first")
+    stop = threading.Event()
     try:
-        payload = record_experiment(
-            args.experiment,
-            subject=args.subject,
-            session=args.session,
-            task=args.task,
-            duration=args.duration,
-            out=args.out,
-        )
+        with StopRequests(args.stop_file, on_request=stop.set):
+            payload = record_experiment(
+                args.experiment,
+                subject=args.subject,
+                session=args.session,
+                task=args.task,
+                duration=args.duration,
+                out=args.out,
+                stop=stop,
+            )
     except ExperimentError as exc:
         raise CLIError(str(exc)) from exc
     if args.json:
@@ -440,7 +454,8 @@ def _cmd_record_experiment(args: argparse.Namespace) -> int:
 
 
 def _cmd_record_timelapse(args: argparse.Namespace) -> int:
-    from .acquire import add_writers, record, timelapse
+    from ._platform.console import StopRequests
+    from .acquire import timelapse
     from .data.manager import RunManager
 
     out = _prepare_out_dir(args.out)
@@ -456,18 +471,40 @@ def _cmd_record_timelapse(args: argparse.Namespace) -> int:
     }
     try:
         run = RunManager(out, args.subject, args.session, args.task, params)
+        for ext, folder in _writer_files(args.writer):
+            run.paths.check_length(args.camera_name, ext, folder)
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
     core = _make_core(args)
     _preflight(args, core, out)  # before any file or event is made
     if args.frames:
         sequence: Any = timelapse(args.frames, args.interval)
-    else:  # until Stop: Ctrl-C / SIGTERM (as a KeyboardInterrupt) cancels cleanly
+    else:  # until Stop: a stop request (a KeyboardInterrupt) cancels cleanly
         from .data.writer import endless_timelapse
 
         sequence = endless_timelapse(args.interval, core=core)
-        signal.signal(signal.SIGTERM, _interrupt)
         print("recording until Stop: press Ctrl-C to end the run", file=sys.stderr)
+    with StopRequests(args.stop_file) as stops:
+        return _record_and_report(args, run, core, sequence, stops)
+
+
+def _writer_files(writer: str) -> list[tuple[str, str]]:
+    """(extension, folder) of the data files ``--writer`` makes."""
+    files = {"tiff": (".ome.tiff", "func"), "mp4": (".mp4", "beh")}
+    return [f for kind, f in files.items() if writer in (kind, "both")]
+
+
+def _record_and_report(
+    args: argparse.Namespace, run: Any, core: Any, sequence: Any, stops: Any
+) -> int:
+    """Record with the run's files, then print what was written (``_cmd_record``).
+
+    A stop request (Ctrl-C, SIGTERM, Ctrl-Break, the console closing, the stop
+    file) cancels the acquisition; once it has ended the requests are ignored, so
+    finishing the files is never interrupted.
+    """
+    from .acquire import add_writers, record
+
     try:
         run.start()
     except OSError as exc:
@@ -488,7 +525,9 @@ def _cmd_record_timelapse(args: argparse.Namespace) -> int:
             max_queue_bytes=args.max_queue_mb * 2**20,
         )
         result = record(core, writers, sequence)
+        stops.ignore()
     except BaseException as exc:
+        stops.ignore()
         run.stop(error=exc, raise_errors=False)  # finalize whatever was written
         if isinstance(exc, (OSError, ValueError)):
             raise CLIError(str(exc)) from exc

@@ -26,7 +26,9 @@ import _thread
 import contextlib
 import os
 import signal
+import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -41,12 +43,19 @@ _CTRL_CLOSE_EVENT, _CTRL_LOGOFF_EVENT, _CTRL_SHUTDOWN_EVENT = 2, 5, 6
 class StopRequests:
     """A ``with`` block during which the stop requests above end the run.
 
-    Leaving the block (the run's files are final by then) restores the signal
-    handlers and lets a pending console-close handler return.
+    A request raises ``KeyboardInterrupt`` in the main thread, or, given
+    ``on_request``, calls it instead (from a signal handler or another thread: keep
+    it to setting an event). Leaving the block (the run's files are final by then)
+    restores the signal handlers and lets a pending console-close handler return.
     """
 
-    def __init__(self, stop_file: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        stop_file: str | os.PathLike[str] | None = None,
+        on_request: Callable[[], None] | None = None,
+    ) -> None:
         self.stop_file = Path(stop_file) if stop_file is not None else None
+        self.on_request = on_request
         self.reason: str | None = None
         self._active = False
         self._finished = threading.Event()
@@ -55,13 +64,22 @@ class StopRequests:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ requests
+    def ignore(self) -> None:
+        """From now on requests are ignored (the run is finishing its files; the
+        console-close handler still waits for the block to end)."""
+        with self._lock:
+            self._active = False
+
     def request(self, reason: str) -> bool:
         """Ask the main thread to stop (once). Returns True for the first request."""
         with self._lock:
             if not self._active or self.reason is not None:
                 return False
             self.reason = reason
-        _thread.interrupt_main()
+        if self.on_request is not None:
+            self.on_request()
+        else:
+            _thread.interrupt_main()
         return True
 
     def _signal(self, signum: int, frame: Any) -> None:
@@ -69,14 +87,16 @@ class StopRequests:
             first = self._active and self.reason is None
             if first:
                 self.reason = signal.Signals(signum).name
-        if first:
+        if first and self.on_request is not None:
+            self.on_request()
+        elif first:
             raise KeyboardInterrupt
 
     def _console_event(self, event: int) -> bool:
         if event not in (_CTRL_CLOSE_EVENT, _CTRL_LOGOFF_EVENT, _CTRL_SHUTDOWN_EVENT):
             return False  # Ctrl-C / Ctrl-Break: Python's SIGINT / our SIGBREAK
-        if self.request("console closed"):
-            self._finished.wait(CLOSE_GRACE_S)
+        self.request("console closed")
+        self._finished.wait(CLOSE_GRACE_S)  # the files are being finished
         return True
 
     def _poll_stop_file(self) -> None:
@@ -126,4 +146,16 @@ class StopRequests:
             self._poller.join(1.0)
 
 
-__all__ = ["CLOSE_GRACE_S", "StopRequests"]
+def safe_text_streams() -> None:
+    """Never crash on text the console cannot encode: Windows' consoles and pipes
+    are often cp1252 (no "Δ"), so unencodable characters become ``\\u0394``."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        reconfigure = getattr(stream, "reconfigure", None)
+        if encoding.startswith("utf") or reconfigure is None:
+            continue
+        with contextlib.suppress(Exception):  # a stream that cannot be reconfigured
+            reconfigure(errors="backslashreplace")
+
+
+__all__ = ["CLOSE_GRACE_S", "StopRequests", "safe_text_streams"]

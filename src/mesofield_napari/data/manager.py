@@ -47,6 +47,12 @@ Writer = CustomWriter | CV2Writer
 WriterKind = Literal["tiff", "mp4", "avi"]
 EXTRA_FORMAT = "mesofield-napari-run"
 _BIDS_TYPE = {"tiff": "func", "mp4": "beh", "avi": "beh"}
+_SESSION_FILES = (
+    ("configuration", ".csv", None),
+    ("timestamps", ".csv", None),
+    ("manifest", ".json", None),
+    ("dataqueue", ".csv", "beh"),
+)
 
 
 def escape_note(text: str) -> str:
@@ -125,6 +131,9 @@ class RunManager:
             "task": p.task,
             **dict(parameters or {}),
         }
+        # refused before anything exists when the paths would be too long (Windows)
+        for suffix, ext, kind in _SESSION_FILES:
+            p.check_length(suffix, ext, kind)
         self.notes: list[str] = []
         self.errors: list[str] = []
         self.started: str | None = None
@@ -277,6 +286,9 @@ class RunManager:
             )
         folder = bids_type or _BIDS_TYPE[kind]
         suffix = suffix or device_id
+        self.paths.check_length(
+            suffix, ".ome.tiff" if kind == "tiff" else f".{kind}", folder
+        )
         if kind == "tiff":
             path = self.data_path(suffix, ".ome.tiff", folder)
             writer: Writer = CustomWriter(path, **kwargs)
