@@ -338,6 +338,8 @@ def create_tiff(
         fileio.pwrite_all(fd, _header(16) + first, 0)
         for at, block in _chain(layout, chain_at, 1, pages):
             fileio.pwrite_all(fd, block, at)
+        if offset > head_len:  # written up to the frames: none lands past the data
+            fileio.pwrite_all(fd, bytes(offset - head_len), head_len)
         # the frames' bytes exist (zeros) at once, without writing them
         fileio.set_size(fd, offset + pages * layout.frame_bytes)
     except BaseException:
