@@ -271,7 +271,6 @@ class _Real:
     rename = staticmethod(os.rename)
     replace = staticmethod(os.replace)
     kill = staticmethod(os.kill)
-    pwrite = staticmethod(os.pwrite)
     io_open = staticmethod(io.open)
     monotonic = staticmethod(time.monotonic)
     monotonic_ns = staticmethod(time.monotonic_ns)
@@ -283,14 +282,20 @@ class _Real:
     popen_kill = subprocess.Popen.kill
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 FALLOC_FL_KEEP_SIZE = 1
+_libc: Any = None
 
 
 def _fallocate_keep_size(fd: int, offset: int, length: int) -> None:
+    """Linux fallocate(FALLOC_FL_KEEP_SIZE): what NTFS's FileAllocationInfo and
+    APFS's F_PREALLOCATE do (reserve without changing the size)."""
+    global _libc
     if length <= 0:
         return
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        i64 = ctypes.c_int64
+        _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, i64, i64]
     if _libc.fallocate(fd, FALLOC_FL_KEEP_SIZE, offset, length) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
@@ -349,6 +354,11 @@ class Emulation:
     def install(self, system: str) -> None:
         if system not in SYSTEMS:
             raise ValueError(f"emulate-os must be one of {SYSTEMS}, got {system!r}")
+        if not sys.platform.startswith("linux"):
+            raise RuntimeError(
+                "the platform emulation runs on Linux (it reads /proc and uses "
+                f"fallocate); on {sys.platform} run the suite without --emulate-os"
+            )
         if self.system == system:
             return
         if self.system is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from importlib.metadata import entry_points
@@ -31,6 +32,9 @@ def test_manifest_name_matches_distribution_and_validates():
         [str(Path(sys.executable).with_name("npe2")), "validate", "mesofield-napari"],
         capture_output=True,
         text=True,
+        encoding="utf-8",
+        # npe2 prints "✔", which a Windows (cp1252) pipe cannot encode
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
