@@ -9,7 +9,9 @@ if os.environ.get("MESOFIELD_EMULATE_OS"):
     import _emulate_os
 
     _emulate_os.emulation.install(os.environ["MESOFIELD_EMULATE_OS"])
-    if os.environ["MESOFIELD_EMULATE_OS"] == "windows":
+    if os.environ["MESOFIELD_EMULATE_OS"] == "windows" and not (
+        os.environ.get("PYTHONIOENCODING") or os.environ.get("PYTHONUTF8") == "1"
+    ):
         # a pipe gets the ANSI code page, as Python on Windows does (stdout strict,
         # stderr backslashreplace)
         for stream, errors in (
