@@ -91,8 +91,11 @@ macOS (CPython on macOS, APFS):
   (Linux ``fallocate(FALLOC_FL_KEEP_SIZE)``), fails with ENOSPC when the disk cannot,
   and reports ``fst_bytesalloc``.
 
-Not emulated: other programs' handles (an Excel holding a CSV), path-length limits
-(see ``_platform.paths``), NTFS permissions and ACLs, case-insensitive names,
+The path-length limit (MAX_PATH, 259 characters) follows from the seam
+(``_platform.paths`` asks ``system()``); the file system itself accepts longer paths.
+
+Not emulated: other programs' handles (an Excel holding a CSV), NTFS permissions and
+ACLs, case-insensitive names,
 ``\\\\?\\`` paths, Windows' own console and its code pages beyond cp1252, real
 durability (F_FULLFSYNC vs fsync on real hardware), Gatekeeper/Qt on macOS.
 """

@@ -87,6 +87,41 @@ def test_emulated_windows_is_what_the_product_must_survive(tmp_path: Path) -> No
     path.unlink()
     ticks = {time.monotonic() for _ in range(2000)}
     assert all(round(t / 0.015625, 6).is_integer() for t in ticks)
+    assert len({time.perf_counter() for _ in range(100)}) > 50  # QPC stays fine
+    # reading a text-mode fd: CR-LF -> LF, CTRL+Z ends the file
+    path.write_bytes(b"x\r\ny\x1az")
+    fd = os.open(path, os.O_RDONLY)
+    assert os.read(fd, 100) == b"x\ny" and os.read(fd, 100) == b""
+    os.close(fd)
+    (tmp_path / "t.txt").write_text("a\n", encoding="utf-8")  # os.linesep is \r\n
+    assert (tmp_path / "t.txt").read_bytes() == b"a\r\n"
+    with open(path, "rb"), pytest.raises(PermissionError) as denied:
+        os.replace(tmp_path / "t.txt", path)  # onto a file that is open
+    assert denied.value.winerror == _emulate_os.ERROR_ACCESS_DENIED
+    import signal
+
+    assert not hasattr(signal, "SIGKILL") and not hasattr(signal, "SIGHUP")
+    assert signal.SIGBREAK and not hasattr(os, "fork") and not hasattr(os, "getuid")
+    for module in ("resource", "fcntl"):
+        with pytest.raises(ImportError):
+            __import__(module)
+
+
+def test_emulated_macos_preallocates_and_full_fsyncs(tmp_path: Path) -> None:
+    _emulating("macos")
+    import fcntl
+    import struct
+
+    assert not hasattr(os, "fdatasync") and not hasattr(os, "posix_fallocate")
+    path = tmp_path / "x.bin"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    store = struct.pack("=Iiqqq", fcntl.F_ALLOCATEALL, fcntl.F_PEOFPOSMODE, 0, 2**20, 0)
+    out = fcntl.fcntl(fd, fcntl.F_PREALLOCATE, store)
+    assert struct.unpack("=Iiqqq", out)[4] == 2**20  # fst_bytesalloc
+    assert os.fstat(fd).st_size == 0 and os.fstat(fd).st_blocks * 512 >= 2**20
+    fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
+    assert EM.full_fsyncs(path) == 1
+    os.close(fd)
 
 
 # ---------------------------------------------------------------- file layer

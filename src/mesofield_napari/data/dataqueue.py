@@ -5,9 +5,9 @@ Columns (mesofield's): ``queue_elapsed,packet_ts,device_ts,device_id,payload``.
 clock at the same instant (local time with its offset, see ``clock.py``). Both come
 from one :class:`~mesofield_napari._platform.clock.RunClock` (``time.perf_counter``
 plus a wall-clock anchor taken at start): fine-grained on Windows too, where
-``time.monotonic``/``time.time`` tick every 15.6 ms. Every camera
-frame, encoder sample and note of a run becomes one row; datakit aligns every stream of
-the run on these rows.
+``time.monotonic``/``time.time`` tick every 15.6 ms. Every camera frame, encoder
+sample and note of a run becomes one row; datakit aligns every stream of the run on
+these rows.
 
 Devices :meth:`DataQueue.push` from any thread; pushing only stamps the packet and hands
 it to one logger thread (no disk work, no string formatting on the caller's thread).
