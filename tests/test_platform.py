@@ -393,3 +393,22 @@ def test_stop_file_ends_an_experiment_run_cleanly(tmp_path: Path) -> None:
     assert payload["ok"] is True
     assert all(f["frames"] for f in payload["files"] if f.get("frames") is not None)
     assert any(f.get("frames") for f in payload["files"])
+
+
+def test_the_os_calls_that_differ_live_only_in_the_platform_layer() -> None:
+    """Positional I/O, syncs, reservations, opens, renames and truncation differ
+    between the systems (``_platform/fileio.py``): none is called anywhere else."""
+    import re
+
+    src = Path(__file__).resolve().parents[1] / "src" / "mesofield_napari"
+    call = re.compile(
+        r"\bos\.(pwrite|pread|fdatasync|fsync|posix_fallocate|open|replace|ftruncate)\("
+    )
+    offenders = [
+        f"{path.relative_to(src)}:{n}: {line.strip()}"
+        for path in sorted(src.rglob("*.py"))
+        if "_platform" not in path.parts
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if call.search(line)
+    ]
+    assert offenders == []

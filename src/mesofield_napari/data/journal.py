@@ -94,9 +94,11 @@ class FrameJournal:
 
     def close(self, *, remove: bool = False) -> None:
         if not self._fh.closed:
-            self._fh.flush()
-            fileio.sync(self._fh.fileno())
-            self._fh.close()
+            try:
+                self._fh.flush()
+                fileio.sync(self._fh.fileno())
+            finally:
+                self._fh.close()  # the handle goes even when the disk is full
         if remove:
             fileio.unlink(self.path)
 
