@@ -1,6 +1,7 @@
-# One-command set-up for a fresh Linux machine: `make demo` runs the main job (the
-# napari app records a run through the recorder widget, under Xvfb when there is no
-# screen), `make test` runs the test-suite. Both create .venv and install what they need.
+# One-command set-up for a fresh Linux (or macOS) machine: `make demo` runs the main
+# job (the napari app records a run through the recorder widget, under Xvfb when a
+# Linux machine has no screen), `make test` runs the test-suite. Both create .venv and
+# install what they need. Windows: the PowerShell commands in docs/platforms.md.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -42,10 +43,22 @@ record: $(VENV)/.installed
 app: $(VENV)/.installed system-deps
 	$(BIN)/mesofield-napari gui $(if $(CONFIG),--config $(CONFIG))
 
+# Linux: the whole suite, then the file layer's tests under the Windows and macOS
+# emulation (tests/_emulate_os.py, docs/platforms.md). macOS (and Git Bash on
+# Windows): the files the emulation proved, on the real system.
+PLATFORM_TESTS := $(shell cat tests/platform-suite.txt)
+EMULATED := -q -p no:cacheprovider -m "not slow" $(PLATFORM_TESTS)
+
 test: $(VENV)/.installed system-deps
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
+ifeq ($(shell uname -s),Linux)
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --emulate-os=windows $(EMULATED)
+	$(BIN)/python -m pytest --emulate-os=macos $(EMULATED)
+else
+	$(BIN)/python -m pytest $(PLATFORM_TESTS)
+endif
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks scripts

@@ -2,6 +2,8 @@
 # Install the X server and X client libraries napari's Qt needs to run headless
 # (Xvfb). Idempotent: does nothing when everything is present. apt-get only as root.
 set -euo pipefail
+# Windows and macOS draw through their own display server: nothing to install
+[ "$(uname -s 2>/dev/null)" = Linux ] || exit 0
 
 pkgs=(xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0
       libxkbcommon-x11-0 libxcb-xinerama0 libxcb-randr0 libxcb-shape0 libxcb-cursor0

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Run a GUI command on the real screen, or under a virtual one (Xvfb) when there is
-# no screen (servers, CI). Usage: scripts/with-display.sh <command> [args...]
+# no screen (Linux servers, CI). Windows and macOS always have their own display
+# server (napari draws through it, not X11), so the command runs directly there.
+# Usage: scripts/with-display.sh <command> [args...]
 set -euo pipefail
+case "$(uname -s 2>/dev/null || echo unknown)" in
+    Darwin | MINGW* | MSYS* | CYGWIN* | Windows_NT) exec "$@" ;;
+esac
 if [ -n "${DISPLAY:-}" ] || [ -n "${WAYLAND_DISPLAY:-}" ]; then
     exec "$@"
 fi

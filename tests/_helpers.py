@@ -94,12 +94,11 @@ def wait_until(
 def kill_after_journal(
     proc: Any, find_journal: Any, frames: int, timeout: float = 60.0
 ) -> Path:
-    """SIGKILL the recording child ``proc`` once its journal holds ``frames`` frames.
+    """Kill the recording child ``proc`` once its journal holds ``frames`` frames.
 
     ``find_journal()`` returns the journal path once it exists. Returns that path;
     the child is dead (killed, never allowed to finish) when this returns or raises.
     """
-    import signal
 
     def journal_ready() -> Path | None:
         assert proc.poll() is None, "the recording ended before the kill"
@@ -110,13 +109,71 @@ def kill_after_journal(
 
     try:
         journal = wait_until(journal_ready, timeout, 0.02, what=f"{frames} frames")
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
+        kill_hard(proc)
         return journal
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def kill_hard(proc: Any) -> None:
+    """Kill ``proc`` the way nothing can catch: SIGKILL on POSIX, TerminateProcess
+    (``Popen.kill``) on Windows, which has no SIGKILL."""
+    import signal
+
+    from mesofield_napari._platform import system
+
+    if system() == "windows":
+        proc.kill()
+        assert proc.wait(timeout=30) != 0
+        return
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+
+
+# The first lines of a child that must meet a full disk after ``limit`` bytes per file
+# (``limit`` in ``sys.argv[LIMIT_ARG]``): POSIX has RLIMIT_FSIZE; Windows has neither
+# it nor ``resource``, so there the platform emulation's disk limit stands in
+# (``disk_limit_env``).
+LIMIT_PROLOGUE = """
+import signal, sys
+try:
+    import resource
+except ImportError:  # Windows: MESOFIELD_EMULATE_DISK_LIMIT does it
+    pass
+else:
+    _limit = int(sys.argv[LIMIT_ARG])
+    resource.setrlimit(resource.RLIMIT_FSIZE, (_limit, _limit))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes fail with EFBIG instead
+"""
+
+
+def limit_prologue(arg: int) -> str:
+    return LIMIT_PROLOGUE.replace("LIMIT_ARG", str(arg))
+
+
+def disk_limit_env(limit: int, *, ffmpeg: bool = False) -> dict[str, str]:
+    """Environment for a :data:`LIMIT_PROLOGUE` child on this system.
+
+    Windows has no RLIMIT_FSIZE: the emulation's disk limit stands in, for files we
+    open ourselves (``ffmpeg``: an encoder writing through FFmpeg's own C I/O cannot
+    be limited that way, and a real Windows run has no emulation: both skip).
+    """
+    import pytest
+
+    from mesofield_napari._platform import system
+
+    if system() != "windows":
+        return {}
+    import _emulate_os
+
+    if ffmpeg or _emulate_os.emulated_system() != "windows":
+        pytest.skip(
+            "needs a size-limited file system: RLIMIT_FSIZE (POSIX) or the Windows "
+            "emulation's disk limit for files opened through os.open"
+        )
+    return {_emulate_os.DISK_LIMIT_ENV: str(limit)}
 
 
 def manifest_view(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 
+import _emulate_os
+from _emulate_os import pytest_addoption, pytest_configure, pytest_report_header
 from _helpers import SHAPE
 from mesofield_napari.devices.sim_camera import create_sim_core, sim_camera
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from pymmcore_plus.experimental.unicore import UniMMCore
 
     from mesofield_napari.devices.sim_camera import SimulatedMesoscopeCamera
+
+
+__all__ = ["pytest_addoption", "pytest_configure", "pytest_report_header"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _emulated_os(
+    pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[_emulate_os.Emulation]:
+    """``--emulate-os=windows|macos``: the whole session runs with that system's
+    ``os`` surface and file semantics (``_emulate_os.py``)."""
+    tmp_path_factory.getbasetemp()  # pytest's own set-up asks for os.getuid()
+    yield from _emulate_os.install_for_session(pytestconfig)
 
 
 @pytest.fixture(autouse=True, scope="session")

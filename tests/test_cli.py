@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import warnings
@@ -21,6 +22,7 @@ from _helpers import (
     manifest_view,
     wait_until,
 )
+from mesofield_napari._platform import system
 from mesofield_napari.cli import main
 from mesofield_napari.data.reader.summary import dropped_frames, frame_times_s
 
@@ -383,12 +385,52 @@ def test_long_intervals_without_frame_numbers_are_late_not_missing():
     assert frame_timing([], frame_times_s(elapsed)).late == 1
 
 
-def test_record_until_stop_ends_cleanly_on_sigterm(tmp_path):
-    """`--frames 0`: no planned length; SIGTERM (or Ctrl-C) ends the run, exit 0,
-    and the file holds exactly the frames recorded."""
+def _stop_posix(proc: subprocess.Popen, stop_file: Path, how: str) -> None:
     import signal
 
-    out = tmp_path / "exp"
+    proc.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGHUP)
+
+
+def _stop_windows(proc: subprocess.Popen, stop_file: Path, how: str) -> None:
+    import signal
+
+    if how == "ctrl-break":  # what another program sends (same process group)
+        os.kill(proc.pid, signal.CTRL_BREAK_EVENT)
+    else:  # the console window closed: CTRL_CLOSE_EVENT (emulated: the real SIGHUP)
+        import _emulate_os
+
+        _emulate_os._Real.kill(proc.pid, _emulate_os.signal.Signals.SIGHUP)
+
+
+STOPS = {
+    "stop-file": (None, lambda proc, stop_file, how: stop_file.touch()),
+    "sigterm": ("posix", _stop_posix),
+    "sighup": ("posix", _stop_posix),  # the terminal closed
+    "ctrl-break": ("windows", _stop_windows),
+    "console-closed": ("windows", _stop_windows),
+}
+
+
+@pytest.mark.parametrize("how", list(STOPS))
+def test_record_until_stop_ends_cleanly(tmp_path, how):
+    """`--frames 0`: no planned length; every way a user or program stops a run on
+    this system ends it with exit 0, and the file holds exactly the frames recorded.
+    (On Windows SIGTERM from another program is TerminateProcess: nothing can be
+    finished, which is why the stop file exists.)"""
+    import _emulate_os
+
+    needs, stop = STOPS[how]
+    windows = system() == "windows"
+    if needs == "posix" and windows:
+        pytest.skip(f"{how}: no such signal on Windows (use the stop file)")
+    if needs == "windows" and not windows:
+        pytest.skip(f"{how}: a Windows console event")
+    if how == "console-closed" and _emulate_os.emulated_system() != "windows":
+        pytest.skip("closing a real console window is not scriptable in CI")
+    out, stop_file = tmp_path / "exp", tmp_path / "STOP"
+    flags = 0
+    if sys.platform == "win32":  # Ctrl-Break reaches a process group of its own
+        flags = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -404,10 +446,13 @@ def test_record_until_stop_ends_cleanly_on_sigterm(tmp_path):
             "--exposure",
             "1",
             "--json",
+            "--stop-file",
+            str(stop_file),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        creationflags=flags,
     )
     try:
         wait_until(
@@ -418,12 +463,22 @@ def test_record_until_stop_ends_cleanly_on_sigterm(tmp_path):
             timeout=60,
             what="200 frames journaled",
         )
-        proc.send_signal(signal.SIGTERM)
+        stop(proc, stop_file, how)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    if how == "console-closed":  # Windows may end the process before it reports
+        manifest = manifest_view(next(out.rglob("*_manifest.json")))
+        assert manifest["complete"] is True
+        (entry,) = manifest["files"]
+        n = entry["frames"]
+        path = next(out.rglob("*.ome.tiff"))
+        sidecar = Path(str(path) + "_frame_metadata.json")
+        assert n >= 200 and tifffile.memmap(path).shape == (n, 32, 48)
+        assert len(json.loads(sidecar.read_text(encoding="utf-8"))["p0"]) == n
+        return
     assert proc.returncode == 0, stderr
     assert "until Stop" in stderr
     payload = json.loads(stdout)

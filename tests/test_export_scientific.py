@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,10 +33,13 @@ NO_TREADMILL = "No EncoderData payloads found in dataqueue"
 
 
 def cli(*args: object) -> subprocess.CompletedProcess[str]:
+    # the warnings name reasons with "—": read them as UTF-8 whatever the console's
+    # code page (a Windows console is cp1252; our output adapts to it)
     return subprocess.run(
         [sys.executable, "-m", "mesofield_napari", *map(str, args)],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
         timeout=300,
     )
 

@@ -13,7 +13,14 @@ import av
 import numpy as np
 import pytest
 
-from _helpers import journal_entry_lines, kill_after_journal, read_json, read_video
+from _helpers import (
+    disk_limit_env,
+    journal_entry_lines,
+    kill_after_journal,
+    limit_prologue,
+    read_json,
+    read_video,
+)
 from _helpers import sim_index as _sim_index
 from mesofield_napari.data import CV2Writer, journal_path, recover, sidecar_path
 from mesofield_napari.data.formats.video_check import VideoLostError, decodable_frames
@@ -149,12 +156,12 @@ def test_killed_video_with_nothing_decodable_is_reported_lost(
 
 
 # ----------------------------------------------------------------- disk full
-DISK_CHILD = """
-import json, resource, signal, sys
+DISK_CHILD = (
+    limit_prologue(2)
+    + """
+import json
 import numpy as np
 path, limit = sys.argv[1], int(sys.argv[2])
-resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes fail with EFBIG instead
 from mesofield_napari.data import CV2Writer, RecordingError
 rng = np.random.default_rng(7)
 writer = CV2Writer(path, fps=10)
@@ -174,6 +181,7 @@ print(json.dumps({
     "stats": writer.stats.as_dict(),
 }))
 """
+)
 
 
 def _run_disk_child(path: Path, limit: int) -> dict[str, Any]:
@@ -183,7 +191,11 @@ def _run_disk_child(path: Path, limit: int) -> dict[str, Any]:
         text=True,
         timeout=120,
         cwd=path.parent,
-        env={**os.environ, "PYMM_LOG_FILE": str(path.parent.parent / "pymm.log")},
+        env={
+            **os.environ,
+            "PYMM_LOG_FILE": str(path.parent.parent / "pymm.log"),
+            **disk_limit_env(limit, ffmpeg=True),
+        },
         check=False,
     )
     print(proc.stderr)

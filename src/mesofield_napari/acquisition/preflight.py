@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .._platform import fileio
+
 if TYPE_CHECKING:
     from pymmcore_plus import CMMCorePlus
 
@@ -77,7 +79,7 @@ def measure_write_speed(
 ) -> float | None:
     """Bytes/s the disk under ``folder`` sustains, synced to the device (or None).
 
-    Writes 4 MiB chunks with ``fdatasync`` to a temporary file until ``max_bytes``
+    Writes 4 MiB chunks, each synced (``fileio.data_sync``), to a temporary file until ``max_bytes``
     or ``budget_s`` (a slow disk stops after one chunk), then removes the file. The
     number is pessimistic on purpose: the page cache absorbs short bursts, not a
     whole run.
@@ -92,7 +94,7 @@ def measure_write_speed(
         t0 = time.perf_counter()
         while written < max_bytes:
             written += os.write(fd, chunk)
-            os.fdatasync(fd)
+            fileio.data_sync(fd)
             if time.perf_counter() - t0 > budget_s:
                 break
         elapsed = time.perf_counter() - t0
@@ -101,7 +103,7 @@ def measure_write_speed(
     finally:
         os.close(fd)
         with contextlib.suppress(OSError):
-            os.unlink(name)
+            fileio.unlink(name)
     return written / elapsed if elapsed > 0 else None
 
 

@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from .._platform.console import safe_text_streams
 from . import export, gui, inspect, record, recover
 from ._args import EXIT_USAGE, CLIError, Parser
 from .output import configure_output
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    safe_text_streams()  # before --help: Windows' cp1252 cannot print "ΔF/F"
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_output()

@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
+from .._platform.console import StopRequests
 from ..acquisition.core_release import release_core
 from ._args import (
     EXIT_USAGE,
@@ -77,8 +78,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--frames",
         type=non_negative_int,
         default=100,
-        help="time-lapse length (default 100); 0 records until Stop: Ctrl-C or "
-        "SIGTERM ends the run cleanly and the files hold exactly what was recorded",
+        help="time-lapse length (default 100); 0 records until Stop: Ctrl-C, "
+        "SIGTERM (Windows: Ctrl-Break, closing the console) or --stop-file ends "
+        "the run cleanly and the files hold exactly what was recorded",
+    )
+    rec.add_argument(
+        "--stop-file",
+        type=Path,
+        metavar="PATH",
+        help="end the run cleanly (like Ctrl-C) as soon as PATH exists: how another "
+        "program stops a run on any system (must not exist at the start)",
     )
     rec.add_argument("--writer", choices=("tiff", "mp4", "both"), default="tiff")
     rec.add_argument(
@@ -166,12 +175,9 @@ def _preflight(args: argparse.Namespace, core: Any, out: Path) -> None:
         print(f"warning: {why}", file=sys.stderr)
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM ends an until-Stop run like Ctrl-C: cancel, finalize, report."""
-    raise KeyboardInterrupt
-
-
 def cmd(args: argparse.Namespace) -> int:
+    if args.stop_file is not None and args.stop_file.exists():
+        raise CLIError(f"stop file {args.stop_file} already exists: remove it first")
     if args.experiment is not None:
         return _cmd_record_experiment(args)
     if args.duration is not None:
@@ -191,15 +197,18 @@ def _cmd_record_experiment(args: argparse.Namespace) -> int:
 
     if args.out is not None:
         prepare_out_dir(args.out)
+    stop = threading.Event()
     try:
-        payload = record_experiment(
-            args.experiment,
-            subject=args.subject,
-            session=args.session,
-            task=args.task,
-            duration=args.duration,
-            out=args.out,
-        )
+        with StopRequests(args.stop_file, on_request=stop.set):
+            payload = record_experiment(
+                args.experiment,
+                subject=args.subject,
+                session=args.session,
+                task=args.task,
+                duration=args.duration,
+                out=args.out,
+                stop=stop,
+            )
     except ExperimentError as exc:
         raise CLIError(str(exc)) from exc
     if args.json:
@@ -233,6 +242,8 @@ def _cmd_record_timelapse(args: argparse.Namespace) -> int:
     }
     try:
         run = RunManager(out, args.subject, args.session, args.task, params)
+        for ext, folder in _writer_files(args.writer):
+            run.paths.check_length(args.camera_name, ext, folder)
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
     core = _make_core(args)
@@ -279,17 +290,34 @@ def _cmd_record_timelapse(args: argparse.Namespace) -> int:
 
 def _record_on(core: Any, args: argparse.Namespace, run: Any, out: Path) -> Any:
     """The time-lapse on ``core`` into ``run``; every file final when it returns."""
-    from ..acquisition.timelapse import add_writers, record, timelapse
+    from ..acquisition.timelapse import timelapse
 
     _preflight(args, core, out)  # before any file or event is made
     if args.frames:
         sequence: Any = timelapse(args.frames, args.interval)
-    else:  # until Stop: Ctrl-C / SIGTERM (as a KeyboardInterrupt) cancels cleanly
+    else:  # until Stop: a stop request (a KeyboardInterrupt) cancels cleanly
         from ..acquisition.sequencing import endless_timelapse
 
         sequence = endless_timelapse(args.interval, core=core)
-        signal.signal(signal.SIGTERM, _interrupt)
         print("recording until Stop: press Ctrl-C to end the run", file=sys.stderr)
+    with StopRequests(args.stop_file) as stops:
+        return _record_with_stops(args, run, core, sequence, stops)
+
+
+def _writer_files(writer: str) -> list[tuple[str, str]]:
+    """(extension, folder) of the data files ``--writer`` makes."""
+    files = {"tiff": (".ome.tiff", "func"), "mp4": (".mp4", "beh")}
+    return [f for kind, f in files.items() if writer in (kind, "both")]
+
+
+def _record_with_stops(
+    args: argparse.Namespace, run: Any, core: Any, sequence: Any, stops: Any
+) -> Any:
+    """Record with the run's files; a stop request (Ctrl-C, SIGTERM, Ctrl-Break,
+    the console closing, the stop file) cancels the acquisition, and once it has
+    ended requests are ignored, so finishing the files is never interrupted."""
+    from ..acquisition.timelapse import add_writers, record
+
     try:
         run.start()
     except OSError as exc:
@@ -310,7 +338,9 @@ def _record_on(core: Any, args: argparse.Namespace, run: Any, out: Path) -> Any:
             max_queue_bytes=args.max_queue_mb * 2**20,
         )
         result = record(core, writers, sequence)
+        stops.ignore()
     except BaseException as exc:
+        stops.ignore()
         run.stop(error=exc, raise_errors=False)  # finalize whatever was written
         if isinstance(exc, (OSError, ValueError)):
             raise CLIError(str(exc)) from exc

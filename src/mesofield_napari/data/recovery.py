@@ -28,6 +28,7 @@ from typing import Any
 
 from mesokit_schema import AcquisitionManifest
 
+from .._platform import fileio
 from .clock import local_iso
 from .formats.journal import (
     JournalSummary,
@@ -65,12 +66,12 @@ def finish_tiffs(data: Path, summary: JournalSummary) -> list[str]:
             notes.append(f"{layout.file}: no frame was written; file left as is")
             continue
         try:
-            fd = os.open(path, os.O_RDWR)
+            fd = fileio.open_binary(path, os.O_RDWR)
         except FileNotFoundError:
             notes.append(f"{layout.file} is missing; only its metadata was recovered")
             continue
         try:
-            head = os.pread(fd, 16, 0)
+            head = fileio.pread(fd, 16, 0)
             size = os.fstat(fd).st_size
             if head[:4] != b"II+\0" or size < layout.data_offset + pages * (
                 layout.frame_bytes
@@ -79,7 +80,7 @@ def finish_tiffs(data: Path, summary: JournalSummary) -> list[str]:
                 continue
             finish_exact(fd, layout, pages)
         finally:
-            os.close(fd)
+            fileio.close(fd)
         notes.append(f"{layout.file}: {pages} frame(s)")
     return notes
 
@@ -183,7 +184,7 @@ def _recover_files(path: str | os.PathLike[str]) -> RecoveryReport:
         # The process died after the atomic rename but before removing the journal:
         # the sidecar is complete; the journal is redundant.
         report.frames_by_position = _count_frames(final)
-        jpath.unlink()
+        fileio.unlink(jpath, missing_ok=False)
         report.message = "sidecar was complete; removed leftover journal"
         return report
 
@@ -205,7 +206,7 @@ def _recover_files(path: str | os.PathLike[str]) -> RecoveryReport:
         report.frames_by_position = write_sidecar_from_journal(
             jpath, spath, list(summary.frames)
         )
-    jpath.unlink()
+    fileio.unlink(jpath, missing_ok=False)
     report.recovered = True
     report.message = f"recovered {report.frames} frame(s) from the journal" + (
         f"; ignored {report.bad_lines} unreadable line(s)" if report.bad_lines else ""

@@ -23,7 +23,10 @@ speed), as mesofield's development mode stands in for the rig.
 
 One reader thread per encoder; the CSV is written from it through a buffered file
 flushed once a second (a crash loses at most a second of samples), so memory does not
-grow with run length.
+grow with run length. Sample times, intervals and speeds come from one
+:class:`~mesofield_napari._platform.clock.RunClock` (``time.perf_counter``; the wall
+stamps from its anchor): ``time.monotonic`` ticks every 15.6 ms on Windows, which
+made most of a 200 Hz wheel's intervals zero.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .._platform.clock import RunClock
 from ..data.clock import local_iso
 from . import DeviceError
 
@@ -97,6 +101,7 @@ class Encoder:
         self._rng = np.random.default_rng(seed)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._clock = RunClock()
         self._t0 = 0.0
         self._t_prev: float | None = None
         self._distance = 0.0
@@ -136,7 +141,8 @@ class Encoder:
         self._fh = open(self.csv_path, "x", newline="", encoding="utf-8")
         self._csv = csv.writer(self._fh)
         self._csv.writerow(self.columns)
-        self._t0 = time.monotonic()
+        self._clock = RunClock()
+        self._t0 = 0.0  # the clock's elapsed time at start
         target = self._simulate if self.spec.development_mode else self._read_serial
         self._thread = threading.Thread(
             target=self._guard,
@@ -176,10 +182,10 @@ class Encoder:
 
     # ------------------------------------------------------------ reader thread
     def _guard(self, target: Callable[[], Iterator[None]]) -> None:
-        last_flush = time.monotonic()
+        last_flush = time.perf_counter()
         try:
             for _ in target():
-                now = time.monotonic()
+                now = time.perf_counter()
                 if now - last_flush >= FLUSH_INTERVAL_S:
                     self._fh.flush()
                     last_flush = now
@@ -209,7 +215,7 @@ class Encoder:
     def _parse(self, text: str) -> bool:
         if not text:
             return False
-        now = time.monotonic()
+        now = self._clock.elapsed()
         try:
             if self.spec.type == "wheel":
                 self._wheel_sample(int(text), now)
@@ -232,10 +238,10 @@ class Encoder:
         period = self.spec.sample_interval_ms / 1000.0
         n = 0
         while not self._stop.wait(
-            max(0.0, self._t0 + (n + 1) * period - time.monotonic())
+            max(0.0, self._t0 + (n + 1) * period - self._clock.elapsed())
         ):
             n += 1
-            now = time.monotonic()
+            now = self._clock.elapsed()
             # a smooth random run speed (mm/s), sometimes at rest
             self._speed = max(0.0, 0.95 * self._speed + self._rng.normal(8.0, 25.0))
             if self.spec.type == "wheel":
@@ -258,12 +264,13 @@ class Encoder:
         self._t_prev = now
         self._csv.writerow([clicks, f"{t:.6f}", f"{speed:.4f}"])
         self.samples += 1
-        self.push(clicks, local_iso())
+        self.push(clicks, local_iso(self._clock.wall(now)))
 
     def _treadmill_sample(self, device_us: int, distance: float, speed: float) -> None:
-        self._t_prev = time.monotonic()
+        self._t_prev = now = self._clock.elapsed()
         self._csv.writerow([device_us, distance, speed, device_us])
         self.samples += 1
         self.push(
-            {"distance": distance, "speed": speed, "device_us": device_us}, local_iso()
+            {"distance": distance, "speed": speed, "device_us": device_us},
+            local_iso(self._clock.wall(now)),
         )

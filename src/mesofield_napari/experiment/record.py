@@ -9,6 +9,8 @@ failed returns ``ok: false`` with its ``errors``, its files kept.
 from __future__ import annotations
 
 import gc
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ __all__ = ["ExperimentError", "record_experiment"]
 
 # every wait is bounded: the run's own length plus this much to finalize files
 FINALIZE_TIMEOUT_S = 300.0
+_WAIT_SLICE_S = 0.2
 
 
 def record_experiment(
@@ -29,13 +32,15 @@ def record_experiment(
     task: str | None = None,
     duration: float | None = None,
     out: str | Path | None = None,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Record one session of the experiment at ``target`` and describe what it wrote.
 
     Returns ``{"ok", "files": [{path, kind, frames, sidecar, device_id, ...}],
     "run_dir", "manifest", "errors", ...}``. Raises :class:`ExperimentError` (one line
     naming the file and key, or the device) for unusable files or a device that cannot
-    be opened; nothing is written then.
+    be opened; nothing is written then. ``stop`` set (a stop request: SIGTERM,
+    Ctrl-Break, the console closing, a stop file) ends the run early, cleanly.
     """
     experiment = load_experiment(target)
     run = ExperimentRun(
@@ -54,7 +59,11 @@ def record_experiment(
         raise ExperimentError(str(exc)) from None
     try:
         run.start()
-        finished = run.wait(run.duration_s * 2 + 60.0)
+        # in slices: a long wait is not interruptible by Ctrl-C on Windows
+        deadline = time.monotonic() + run.duration_s * 2 + 60.0
+        while not (finished := run.wait(_WAIT_SLICE_S)):
+            if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
+                break
     except KeyboardInterrupt:
         run.stop(FINALIZE_TIMEOUT_S)
         raise

@@ -31,6 +31,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from mesokit_schema import DataqueuePayloadSchema
 
+from .._platform import fileio
 from ..data.batch.jobs import default_out_dir
 from ..data.clock import local_iso
 from ..data.formats.names import split_extension
@@ -156,7 +157,7 @@ class RunTraceFiles:
         for (roi, kind), st in sorted(self._streams.items()):
             try:
                 st.fh.flush()
-                os.fsync(st.fh.fileno())
+                fileio.full_sync(st.fh.fileno())
                 st.fh.close()
                 final = _commit(
                     st.tmp, self.folder / f"{stem}_meso-live-{st.name}-trace.csv"
@@ -226,9 +227,9 @@ def _commit(tmp: Path, final: Path) -> Path:
         except OSError:  # no hard links on this file system
             if target.exists():
                 continue
-            os.replace(tmp, target)
+            fileio.replace(tmp, target)
             return target
-        tmp.unlink()
+        fileio.unlink(tmp, missing_ok=False)
         return target
     raise FileExistsError(f"no free name for {final}")
 
@@ -236,10 +237,10 @@ def _commit(tmp: Path, final: Path) -> Path:
 def _commit_text(final: Path, text: str) -> Path:
     tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
     try:
-        with open(tmp, "x", encoding="utf-8") as fh:
+        with open(tmp, "x", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
             fh.flush()
-            os.fsync(fh.fileno())
+            fileio.full_sync(fh.fileno())
         return _commit(tmp, final)
     finally:
-        tmp.unlink(missing_ok=True)
+        fileio.unlink(tmp)

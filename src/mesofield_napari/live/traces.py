@@ -463,7 +463,9 @@ class LiveTraces:
         received = (
             camera.get("TimeReceivedByCore") if isinstance(camera, dict) else None
         )
-        device_ts = received or time.time()  # formatted off this thread
+        # the run's clock (perf_counter + one wall anchor): time.time() ticks every
+        # 15.6 ms on Windows; formatted off this thread
+        device_ts = received or run.queue.clock.wall()
         self.offer(frame_number, frame, (ms - self._t0_ms) / 1000.0, device_ts)
 
     def _begin(self, run: RunManager) -> None:

@@ -62,10 +62,12 @@ __all__ = [
 DEFAULT_PATTERN = ""
 VIDEO_EXTS = (".mp4", ".avi")
 
-#: the export options the widget takes apart: the ROI comes from a layer (not an
-#: option), the contrast is two spin boxes and the montage frame a mode and an index
+#: the export options the widget takes apart: the ROI (and so the camera it was
+#: drawn on) comes from a layer, not an option; the contrast is two spin boxes and
+#: the montage frame a mode and an index
 _WIDGET_KEYS = {
     "roi": (),
+    "roi_camera": (),
     "contrast": ("contrast_low", "contrast_high"),
     "frame": ("frame", "frame_index"),
 }

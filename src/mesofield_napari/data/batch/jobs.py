@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol, Union
 
 import numpy as np
 
+from ..._platform import fileio
 from ..formats.names import split_extension
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ def temp_name(final: Path) -> Path:
 def commit(tmp: Path, final: Path, overwrite: bool) -> None:
     """Move a finished temp file into place (never clobbering unless ``overwrite``)."""
     if overwrite:
-        os.replace(tmp, final)
+        fileio.replace(tmp, final)
         return
     try:
         os.link(tmp, final)  # fails atomically if ``final`` appeared meanwhile
@@ -167,9 +168,9 @@ def commit(tmp: Path, final: Path, overwrite: bool) -> None:
         ) from None
     except OSError:  # no hard links here (some network/FAT file systems)
         check_output(final, overwrite)
-        os.replace(tmp, final)
+        fileio.replace(tmp, final)
         return
-    tmp.unlink()
+    fileio.unlink(tmp, missing_ok=False)
 
 
 @contextlib.contextmanager

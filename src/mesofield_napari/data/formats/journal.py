@@ -28,11 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..._platform import fileio
 from ..clock import local_iso
 from ..errors import RecordingError
-from .sidecar import (
-    _fsync_dir,
-)
 from .tiff_layout import TiffLayout, pause_point
 
 JOURNAL_FORMAT = "mesofield-frame-journal"
@@ -142,17 +140,17 @@ class FrameJournal:
         """Make what reached the OS durable against an OS crash (the flush timer's
         thread calls this; lines still batched are the appending thread's)."""
         if not self._fh.closed:
-            os.fsync(self._fh.fileno())
+            fileio.sync(self._fh.fileno())
 
     def close(self, *, remove: bool = False) -> None:
         if not self._fh.closed:
             try:
                 self.flush()
-                os.fsync(self._fh.fileno())
+                fileio.sync(self._fh.fileno())
             finally:
                 self._fh.close()
         if remove:
-            self.path.unlink(missing_ok=True)
+            fileio.unlink(self.path)
 
 
 @dataclass
@@ -268,10 +266,10 @@ def write_sidecar_from_journal(
     if positions is None:
         positions = list(summarize_journal(journal).frames)
     tmp = sidecar.with_name(f".{sidecar.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    fd = fileio.open_binary(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     counts: dict[str, int] = {}
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write("{")
             for p, pos in enumerate(positions):
                 fh.write((", " if p else "") + json.dumps(pos) + ": [")
@@ -285,12 +283,12 @@ def write_sidecar_from_journal(
             fh.write("}")
             fh.flush()
             pause_point("sidecar_tmp")
-            os.fsync(fh.fileno())
-        os.replace(tmp, sidecar)
+            fileio.full_sync(fh.fileno())
+        fileio.replace(tmp, sidecar)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        fileio.unlink(tmp)
         raise
-    _fsync_dir(sidecar.parent)
+    fileio.sync_dir(sidecar.parent)
     return counts
 
 

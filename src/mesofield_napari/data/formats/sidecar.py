@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ..._platform import fileio
+
 SIDECAR_SUFFIX = "_frame_metadata.json"
 JOURNAL_SUFFIX = "_frame_metadata.jsonl"
 
@@ -92,35 +94,22 @@ def write_json_atomic(
     """Write JSON to a temp file in the same folder, fsync it, then rename it in place.
 
     A reader (or a crash) never sees a half-written sidecar: either the old state or
-    the complete new file.
+    the complete new file. Byte for byte the same on every system (binary fd,
+    ``\n`` line ends), and synced with ``full_sync`` before the rename.
     """
     path = Path(path)
     # not tempfile.mkstemp: its files are mode 0600, which would make the sidecar
     # unreadable to other users (analysis accounts); O_EXCL + 0666 honours the umask
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    fd = fileio.open_binary(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             json.dump(payload, fh, indent=indent, allow_nan=True)
             fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+            fileio.full_sync(fh.fileno())
+        fileio.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        fileio.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fileio.sync_dir(path.parent)
     return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Persist a rename (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)

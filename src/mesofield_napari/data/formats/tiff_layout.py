@@ -2,24 +2,42 @@
 the frames that were recorded.
 
 A file we create is a little-endian BigTIFF, one uncompressed strip per page, the
-frames contiguous (so ``tifffile.memmap``, Fiji and suite2p map them directly)::
+frames contiguous (so ``tifffile.memmap``, Fiji and suite2p map them directly), every
+header *before* the frames::
 
-    [header 16 B][IFD0][description][software]...pad...  D: frame 0, frame 1, ...
-    planned run:    D + N*F: IFD1 ... IFD(N-1)  (the planned shape, readable mid-run)
-    until Stop:     nothing after the frames until the run is finished
+    [header 16 B][IFD0][description][software][IFD1 ... IFD(N-1)]...pad...
+    D: frame 0, frame 1, ... frame N-1                      end of file: D + N*F
+
+A planned run of N frames gets its whole IFD chain at creation (it reads as the
+planned shape while recording); an until-Stop file only IFD0 (N = 1) and grows. The
+end of file is then *set*, not written (``_platform.fileio.set_size``), and the disk
+space reserved (``reserve``). Frames are written in order from D, so the file's
+written bytes grow sequentially: on NTFS, which zero-fills everything between the
+highest byte written so far ("valid data length") and a write that starts beyond
+it, no write ever lands far past that mark -- a chain written after the planned
+frames (this layout's predecessor) made the first write zero-fill the whole planned
+file, tens of GB, before recording. The price: a planned run stopped after n of N
+frames keeps N-n unused IFDs (256 B each, 0.05 % of a 512x512 uint16 frame) before
+its data.
 
 :func:`finish_exact` turns it into a file of ``n`` pages without touching pixel data
 (files are 10-200 GB):
 
 1. write the *tail* -- the new description and IFD0'..IFD(n-1)' -- at ``D + n*F``,
-   over space of frames that were never written, then fsync;
-2. point the header's first-IFD offset (bytes 8-16, one sector) at IFD0', fsync;
-3. truncate the file at the end of the tail, fsync.
+   right after the frames kept (over space of frames that were never written), then
+   sync (``full_sync``: F_FULLFSYNC on macOS);
+2. point the header's first-IFD offset (bytes 8-16, one sector) at IFD0', sync;
+3. cut the file at the end of the tail (``set_size``), sync.
 
-The header region (IFD0 and the original description) is never modified, and the
-tail is a pure function of the :class:`TiffLayout` (journaled when the file is
+The disk space of that tail is reserved with the frames' (:func:`tail_bound`), so a
+run can always be finished, even on a disk that filled up; a run that records every
+planned frame only gives that space back.
+
+The header region (IFD0, the original description and chain) is never modified, and
+the tail is a pure function of the :class:`TiffLayout` (journaled when the file is
 created) and ``n``, so a process killed anywhere in between leaves a file that
-:func:`finish_exact` -- run again by ``recover`` -- finishes idempotently.
+:func:`finish_exact` -- run again by ``recover`` -- finishes idempotently. Older files
+(chain after the frames) finish the same way: only ``data_offset`` is used.
 
 Which ``n``: frames are addressed in storage order (``dims`` then y, x). A run that
 stops early keeps whole blocks of its first non-singleton axis -- e.g. complete time
@@ -43,6 +61,8 @@ from typing import Any
 
 import numpy as np
 
+from ..._platform import fileio
+
 _ALIGN = 4096  # frames start on a page boundary (whole-page writes for 2^k frames)
 _SOFTWARE = b"mesofield-napari\0"
 _ENTRY = struct.Struct("<HHQ8s")
@@ -64,6 +84,7 @@ class TiffLayout:
     is_ome: bool
     data_offset: int
     description: str  # as created (an OME-XML keeps its UUID when retitled)
+    ifds_first: bool = False  # the chain precedes the frames (False: older files)
 
     @property
     def frame_bytes(self) -> int:
@@ -280,9 +301,9 @@ def create_tiff(
 ) -> tuple[int, TiffLayout]:
     """Create ``path`` exclusively (never overwrites); return (fd, layout).
 
-    A planned file gets its full IFD chain (it reads as the planned shape while
-    recording); a growing one only IFD0 until it is finished. The caller reserves
-    the data's disk space.
+    A planned file gets its full IFD chain, before the frames (it reads as the
+    planned shape while recording); a growing one only IFD0 until it is finished.
+    The caller reserves the data's disk space.
     """
     dtype = np.dtype(dtype)
     if dtype.kind not in "uif" or dtype.byteorder == ">":
@@ -294,7 +315,10 @@ def create_tiff(
     probe = TiffLayout(
         path.name, dtype.str, frame_shape, dims, sizes, growing, is_ome, 0, description
     )
-    head_len = 16 + len(_first_block(probe, 16, description, 0)[0])
+    pages = 1 if growing else probe.planned_pages
+    first_len = len(_first_block(probe, 16, description, 0)[0])
+    chain_at = 16 + first_len  # IFD1.. follow IFD0's block, before the frames
+    head_len = chain_at + max(pages - 1, 0) * _page_ifd_size(probe)
     offset = -(-head_len // _ALIGN) * _ALIGN
     layout = TiffLayout(
         path.name,
@@ -306,20 +330,21 @@ def create_tiff(
         is_ome,
         offset,
         description,
+        ifds_first=True,
     )
-    pages = 1 if growing else layout.planned_pages
-    chain_at = offset + pages * layout.frame_bytes
-    first, _ = _first_block(layout, 16, description, chain_at if pages > 1 else 0)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    first, _ = _first_block(layout, 16, description, None if pages > 1 else 0)
+    fd = fileio.open_binary(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
     try:
-        _pwrite_all(fd, _header(16) + first, 0)
+        fileio.pwrite_all(fd, _header(16) + first, 0)
         for at, block in _chain(layout, chain_at, 1, pages):
-            _pwrite_all(fd, block, at)
-        if pages <= 1:
-            os.ftruncate(fd, chain_at)  # the frame's bytes exist (zeros) at once
+            fileio.pwrite_all(fd, block, at)
+        if offset > head_len:  # written up to the frames: none lands past the data
+            fileio.pwrite_all(fd, bytes(offset - head_len), head_len)
+        # the frames' bytes exist (zeros) at once, without writing them
+        fileio.set_size(fd, offset + pages * layout.frame_bytes)
     except BaseException:
-        os.close(fd)
-        path.unlink(missing_ok=True)  # created exclusively above: it is ours
+        fileio.close(fd)
+        fileio.unlink(path)  # created exclusively above: it is ours
         raise
     return fd, layout
 
@@ -332,36 +357,36 @@ def finish_exact(fd: int, layout: TiffLayout, pages: int) -> int:
     if pages < 1:
         raise ValueError("a TIFF needs at least one page")
     if not layout.growing and pages == layout.planned_pages:
-        return os.fstat(fd).st_size  # the file was created like this
+        # the file was created like this; only the disk space reserved past its end
+        # for a tail that was not needed is given back (setting the same size)
+        end = layout.data_offset + pages * layout.frame_bytes
+        if layout.ifds_first and os.fstat(fd).st_size >= end:
+            fileio.set_size(fd, end)
+            fileio.full_sync(fd)
+            return end
+        return os.fstat(fd).st_size
     at = layout.data_offset + pages * layout.frame_bytes
     desc = layout.final_description(pages)
     first, ifd0 = _first_block(layout, at, desc, 0 if pages == 1 else None)
     end = at + len(first)
-    _pwrite_all(fd, first, at)
+    fileio.pwrite_all(fd, first, at)
     _pause("tail_started")
     for pos, block in _chain(layout, end, 1, pages):
-        _pwrite_all(fd, block, pos)
+        fileio.pwrite_all(fd, block, pos)
     end += (pages - 1) * _page_ifd_size(layout)
-    os.fsync(fd)
+    fileio.full_sync(fd)
     _pause("tail_synced")
-    _pwrite_all(fd, _header(ifd0), 0)
-    os.fsync(fd)
+    fileio.pwrite_all(fd, _header(ifd0), 0)
+    fileio.full_sync(fd)
     _pause("switched")
-    os.ftruncate(fd, end)
-    os.fsync(fd)
+    fileio.set_size(fd, end)
+    fileio.full_sync(fd)
     _pause("truncated")
     return end
 
 
 def _header(first_ifd: int) -> bytes:
     return b"II" + struct.pack("<HHHQ", 43, 8, 0, first_ifd)
-
-
-def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
 
 
 def _pause(point: str) -> None:

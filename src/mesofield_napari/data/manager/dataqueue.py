@@ -2,9 +2,12 @@
 
 Columns (mesofield's): ``queue_elapsed,packet_ts,device_ts,device_id,payload``.
 ``queue_elapsed`` is monotonic seconds since the queue started, ``packet_ts`` the wall
-clock at the same instant (local time with its offset, see ``clock.py``). Every camera
-frame, encoder sample and note of a run becomes one row; datakit aligns every stream of
-the run on these rows.
+clock at the same instant (local time with its offset, see ``clock.py``). Both come
+from one :class:`~mesofield_napari._platform.clock.RunClock` (``time.perf_counter``
+plus a wall-clock anchor taken at start): fine-grained on Windows too, where
+``time.monotonic``/``time.time`` tick every 15.6 ms. Every camera frame, encoder
+sample and note of a run becomes one row; datakit aligns every stream of the run on
+these rows.
 
 Devices :meth:`DataQueue.push` from any thread; pushing only stamps the packet and hands
 it to one logger thread (no disk work, no string formatting on the caller's thread).
@@ -28,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..._platform import fileio
+from ..._platform.clock import RunClock
 from ..clock import local_iso
 
 BASE_COLUMNS = ["queue_elapsed", "packet_ts", "device_ts", "device_id"]
@@ -40,7 +45,7 @@ class DataPacket:
     device_id: str
     payload: Any
     device_ts: Any
-    wall_s: float  # time.time() at push
+    wall_s: float  # epoch seconds at push (the run clock's anchor + elapsed)
     queue_elapsed: float  # seconds since the queue started (monotonic)
 
 
@@ -53,7 +58,7 @@ class DataQueue:
         self.rows_by_device: Counter[str] = Counter()
         self.error: BaseException | None = None
         self._queue: queue.SimpleQueue[DataPacket | None] = queue.SimpleQueue()
-        self._t0 = time.monotonic()
+        self.clock = RunClock()
         self._push_lock = threading.Lock()  # keeps push order == timestamp order
         self._thread: threading.Thread | None = None
         self._dict_keys: dict[str, None] = {}  # ordered set: bounded by distinct keys
@@ -69,13 +74,15 @@ class DataQueue:
         self._csv = csv.writer(self._fh)
         self._csv.writerow([*BASE_COLUMNS, "payload"])
         self._fh.flush()
-        self._t0 = time.monotonic()
+        self.clock = RunClock()
         self._thread = threading.Thread(target=self._run, name="dataqueue", daemon=True)
         self._thread.start()
 
-    def elapsed(self, monotonic_s: float | None = None) -> float:
-        """Queue time (s) of a ``time.monotonic()`` reading (default: now)."""
-        return (time.monotonic() if monotonic_s is None else monotonic_s) - self._t0
+    def elapsed(self, perf_counter_s: float | None = None) -> float:
+        """Queue time (s) of a ``time.perf_counter()`` reading (default: now)."""
+        if perf_counter_s is None:
+            return self.clock.elapsed()
+        return self.clock.elapsed_at(perf_counter_s)
 
     def push(self, device_id: str, payload: Any, device_ts: Any = None) -> None:
         """Add a packet, stamped now. Cheap and never blocks on disk.
@@ -86,13 +93,14 @@ class DataQueue:
         with self._push_lock:
             if self._closed:
                 return
+            elapsed = self.clock.elapsed()
             self._queue.put(
                 DataPacket(
                     str(device_id),
                     payload,
                     device_ts,
-                    time.time(),
-                    time.monotonic() - self._t0,
+                    self.clock.wall(elapsed),
+                    elapsed,
                 )
             )
 
@@ -116,7 +124,7 @@ class DataQueue:
 
     # ------------------------------------------------------------ logger thread
     def _run(self) -> None:
-        last_flush = time.monotonic()
+        last_flush = time.perf_counter()
         while (pkt := self._queue.get()) is not None:
             if self.error is not None:
                 continue
@@ -136,7 +144,7 @@ class DataQueue:
                 )
                 self.rows_written += 1
                 self.rows_by_device[pkt.device_id] += 1
-                now = time.monotonic()
+                now = time.perf_counter()
                 if self._queue.empty() or now - last_flush >= FLUSH_INTERVAL_S:
                     self._fh.flush()
                     last_flush = now
@@ -153,7 +161,7 @@ class DataQueue:
         # not tempfile.mkstemp: its 0600 mode would make the log unreadable to other
         # users; O_EXCL + 0666 honours the umask like every other run file
         tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(6)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        fd = fileio.open_binary(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         try:
             with (
                 os.fdopen(fd, "w", newline="", encoding="utf-8") as out,
@@ -174,10 +182,10 @@ class DataQueue:
                             [*base, "", *(_cell(as_dict.get(k, "")) for k in keys)]
                         )
                 out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path)
+                fileio.full_sync(out.fileno())
+            fileio.replace(tmp, self.path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            fileio.unlink(tmp)
             raise
 
 

@@ -27,12 +27,17 @@ from typing import IO
 
 from mesokit_schema import bids_session_dir, bids_stream_filename
 
+from ..._platform import system
+from ..._platform.paths import MAX_NAME, max_path_length
 from ..formats.names import unique_path
 
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
 MAX_LABEL_LENGTH = 64  # file names stay well under the 255-byte limit
 STAMP_FORMAT = "%Y%m%d_%H%M%S"
 _MAX_CLAIM_TRIES = 3600  # an hour of seconds: more runs in one second is a bug
+# what a run adds to a data file's name: a name counter and the sidecar's temp file
+# (``.<name>_99_frame_metadata.json.<12 hex>.tmp``)
+DERIVED_NAME_MARGIN = len("._99_frame_metadata.json.000000000000.tmp")
 
 
 def validate_label(what: str, value: object) -> str:
@@ -123,6 +128,29 @@ class RunPaths:
         path = unique_path(folder / self.name(suffix, ext), self._taken)
         self._taken.add(path)
         return path
+
+    def check_length(self, suffix: str, ext: str, kind: str | None = None) -> None:
+        """Raise ``ValueError`` (one line) when ``[kind/]<prefix>_<suffix><ext>``, or
+        the files a run derives from it, would be longer than this system allows
+        (Windows: 259 characters unless long paths are enabled)."""
+        folder = self.run_dir / kind if kind else self.run_dir
+        path = Path(os.path.abspath(folder / self.name(suffix, ext)))
+        text = os.fspath(path)
+        length = len(text) if system() == "windows" else len(text.encode("utf-8"))
+        length += DERIVED_NAME_MARGIN
+        limit = max_path_length()
+        if length > limit:
+            raise ValueError(
+                f"the run's file paths would be {length} characters long, and this "
+                f"system allows {limit}: use shorter subject/session/task labels or "
+                f"a shorter output folder ({path})"
+                + (" or enable Windows' long paths" if system() == "windows" else "")
+            )
+        if len(path.name.encode("utf-8")) + DERIVED_NAME_MARGIN > MAX_NAME:
+            raise ValueError(
+                f"the run's file names would be longer than {MAX_NAME} bytes: use "
+                f"shorter subject/session/task labels ({path.name})"
+            )
 
     def claim(self, suffix: str, ext: str) -> tuple[Path, IO[str]]:
         """Create the run's first file exclusively, moving the stamp on until it can.

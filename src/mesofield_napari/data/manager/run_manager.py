@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal
 
+from ..._platform import fileio
 from ..clock import local_iso, local_now
 from ..errors import RecordingError
 from ..formats.names import split_extension
@@ -48,6 +49,12 @@ Writer = CustomWriter | CV2Writer
 WriterKind = Literal["tiff", "mp4", "avi"]
 EXTRA_FORMAT = "mesofield-napari-run"
 _BIDS_TYPE = {"tiff": "func", "mp4": "beh", "avi": "beh"}
+_SESSION_FILES = (
+    ("configuration", ".csv", None),
+    ("timestamps", ".csv", None),
+    ("manifest", ".json", None),
+    ("dataqueue", ".csv", "beh"),
+)
 
 
 def escape_note(text: str) -> str:
@@ -126,6 +133,9 @@ class RunManager:
             "task": p.task,
             **dict(parameters or {}),
         }
+        # refused before anything exists when the paths would be too long (Windows)
+        for suffix, ext, kind in _SESSION_FILES:
+            p.check_length(suffix, ext, kind)
         self.notes: list[str] = []
         self.errors: list[str] = []
         self.started: str | None = None
@@ -295,6 +305,9 @@ class RunManager:
             )
         folder = bids_type or _BIDS_TYPE[kind]
         suffix = suffix or device_id
+        self.paths.check_length(
+            suffix, ".ome.tiff" if kind == "tiff" else f".{kind}", folder
+        )
         if kind == "tiff":
             path = self.data_path(suffix, ".ome.tiff", folder)
             writer: Writer = CustomWriter(path, **kwargs)
@@ -352,10 +365,10 @@ class RunManager:
         stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
         text = escape_note(text)
         line = f"{stamp}: {text}"
-        with open(self.notes_path, "a", encoding="utf-8") as fh:
+        with open(self.notes_path, "a", encoding="utf-8", newline="\n") as fh:
             fh.write(line + "\n")
             fh.flush()
-            os.fsync(fh.fileno())
+            fileio.sync(fh.fileno())
         self.queue.push("notes", text, local_iso())
         self.notes.append(line)
         return line
@@ -396,10 +409,10 @@ class RunManager:
                 w.writerow(["device_id", "started", "stopped"])
                 w.writerows(self._timestamp_rows())
                 fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.timestamps_path)
+                fileio.full_sync(fh.fileno())
+            fileio.replace(tmp, self.timestamps_path)
         except BaseException:
-            tmp.unlink(missing_ok=True)  # never leave a half-written temp file
+            fileio.unlink(tmp)  # never leave a half-written temp file
             raise
 
     def _session_producers(self) -> list[Producer]:

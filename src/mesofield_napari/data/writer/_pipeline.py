@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -216,6 +217,7 @@ class FramePipeline:
 
     def _fail(self, exc: BaseException) -> None:
         if self.error is None:
+            _release_locals(exc)
             self.error = exc
             logger.error(
                 "%s: writing failed, later frames are NOT saved: %s", self.name, exc
@@ -233,3 +235,18 @@ class FramePipeline:
                 self._flush()
             except Exception as exc:  # disk trouble shows up here first
                 self._fail(exc)
+
+
+def _release_locals(exc: BaseException) -> None:
+    """Drop the local variables of the frames ``exc`` (and its causes) went through.
+
+    The error is kept for the whole run; its traceback would keep the failed call's
+    locals alive -- among them the writer's map of its file, which Windows then
+    refuses to cut to size (ERROR_USER_MAPPED_FILE). The traceback itself (file,
+    line, function) is kept for the report.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]

@@ -196,9 +196,22 @@ class QueuedWriterMixin:
         elif kind == "open_journal":
             self._open_journal(args[0])
         elif kind == "finish":
-            super().sequenceFinished(args[0])  # type: ignore[misc]
+            try:
+                super().sequenceFinished(args[0])  # type: ignore[misc]
+            finally:
+                self._release_journal()
         else:  # pragma: no cover
             raise ValueError(kind)
+
+    def _release_journal(self) -> None:
+        """Close (and keep, for ``recover``) a journal that finishing left open
+        because it failed: no handle outlives the run (Windows would refuse to
+        remove the file while one does)."""
+        with self._io_lock:
+            if self._journal is not None:
+                with contextlib.suppress(OSError):
+                    self._journal.close()
+                self._journal = None
 
     def _open_journal(self, mode: Mode, extra: dict[str, Any] | None = None) -> None:
         with self._io_lock:

@@ -77,7 +77,9 @@ def _stderr_silenced() -> Iterator[None]:
     except OSError:  # pragma: no cover - no stderr
         yield
         return
-    devnull = os.open(os.devnull, os.O_WRONLY)
+    from ..._platform.fileio import open_binary
+
+    devnull = open_binary(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)
         yield

@@ -5,9 +5,9 @@ names and roles):
 
 - always BigTIFF (mesoscope runs exceed 4 GiB), never overwrites an existing file;
 - ``frameReady`` only queues the frame (see ``_queued.py``); pixels are written by one
-  writer thread with ``pwrite`` at the frame's offset -- no per-frame ``flush()`` of
-  the whole memmap (measured ~0.5x disk speed upstream); data is fsync'ed on a 1 s
-  interval instead;
+  writer thread at the frame's offset (``_platform.fileio.pwrite_all``) -- no
+  per-frame ``flush()`` of the whole memmap (measured ~0.5x disk speed upstream);
+  data is synced on a 1 s interval instead;
 - **exact files**: a run that ends early (Stop, an error, the app closing) is
   finished to a file that holds and declares exactly the frames written -- headers
   rewritten in place, never a pixel copied (``tiff_layout.py``), crash-safely, and
@@ -26,7 +26,7 @@ names and roles):
 
 from __future__ import annotations
 
-import errno
+import gc
 import logging
 import os
 import shutil
@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..._platform import fileio
 from ..errors import RecordingError
 from ..formats.names import check_new_file
 from ..formats.sidecar import journal_path, sidecar_path
@@ -57,7 +58,7 @@ TIFF_EXTENSIONS = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf")
 
 # until Stop: disk reserved ahead of the frames, between 16 and 256 MiB at a time
 _MIN_RESERVE, _MAX_RESERVE, _RESERVE_FRAMES = 16 * 2**20, 256 * 2**20, 64
-_NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+_NO_SPACE = fileio.NO_SPACE
 
 
 @dataclass
@@ -214,7 +215,7 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
         frame_bytes = int(np.prod(frame_shape)) * dtype.itemsize
         pages = 1 if growing else int(np.prod(lead_shape, dtype=np.int64))
         if not growing:
-            _check_free_space(path, pages * frame_bytes)
+            _check_free_space(path, pages * frame_bytes)  # headers come on top
         try:
             fd, layout = create_tiff(
                 path,
@@ -236,13 +237,15 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
         try:
             if growing:
                 self._reserve_for(target, 1)
-            else:
-                _reserve(fd, 0, layout.data_offset + pages * frame_bytes)
+            else:  # the frames, and the tail an early Stop writes after them
+                end = layout.data_offset + pages * frame_bytes
+                _reserve(fd, 0, end)
+                fileio.reserve(fd, end, tail_bound(layout, pages), keep_size=True)
             if self._journal is not None:
                 self._journal.append_layout(layout.to_json(), position_key)
         except (OSError, RecordingError) as exc:
-            os.close(fd)
-            path.unlink(missing_ok=True)  # created exclusively above: it is ours
+            fileio.close(fd)
+            fileio.unlink(path)  # created exclusively above: it is ours
             if isinstance(exc, RecordingError):
                 raise
             raise RecordingError(
@@ -281,9 +284,16 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
             flat = target.flat_index(index) if index else 0
         offset = target.data_offset + flat * target.frame_bytes
         data = memoryview(np.ascontiguousarray(frame)).cast("B")
-        while data:
-            written = os.pwrite(target.fd, data, offset)
-            data, offset = data[written:], offset + written
+        try:
+            fileio.pwrite_all(target.fd, data, offset)
+        except OSError as exc:
+            if exc.errno not in _NO_SPACE:
+                raise
+            raise RecordingError(
+                f"disk full: cannot write frame {target.count + 1} of "
+                f"{target.path.name} ({exc.strerror or exc}); the {target.count} "
+                "frame(s) before it are kept"
+            ) from exc
         target.count += 1
         target.last_flat = max(target.last_flat, flat)
 
@@ -294,6 +304,12 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
             self._flush_data()
             targets = list(self._targets.values())
             self._targets.clear()
+        # No map of a file may be alive while it is cut to size or removed: Windows
+        # refuses both (ERROR_USER_MAPPED_FILE, ERROR_SHARING_VIOLATION). Upstream's
+        # position_arrays holds the maps new_array returned; drop them first.
+        for target in targets:
+            self.position_arrays.pop(target.key, None)
+        gc.collect()  # a map some frame or view still pointed at
         problems = []
         for target in targets:
             try:
@@ -301,7 +317,8 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
             except OSError as exc:
                 problems.append(f"{target.path.name}: {exc.strerror or exc}")
             finally:
-                os.close(target.fd)
+                if target.fd >= 0:
+                    fileio.close(target.fd)
         if problems:
             raise RecordingError(
                 "could not finish " + "; ".join(problems) + f"; frames are kept "
@@ -315,11 +332,12 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
         layout = target.layout
         pages = layout.pages_for(target.last_flat)
         if pages == 0:  # nothing was ever written: no file claims to be a recording
-            target.path.unlink(missing_ok=True)
-            self.position_arrays.pop(target.key, None)
+            fd, target.fd = target.fd, -1
+            fileio.close(fd)  # Windows removes no file that is still open
+            fileio.unlink(target.path)
             return
         finish_exact(target.fd, layout, pages)
-        # the old map may reach past the new end of file (SIGBUS if read there)
+        # a map of the final size (upstream's isel reads position_arrays)
         sizes = layout.final_sizes(pages)
         self.position_arrays[target.key] = np.memmap(
             target.path,
@@ -361,7 +379,7 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
 
     def _flush_data(self) -> None:
         for target in self._targets.values():
-            os.fdatasync(target.fd)
+            fileio.data_sync(target.fd)
 
 
 def _gb(nbytes: int) -> str:
@@ -379,10 +397,4 @@ def _check_free_space(path: Path, nbytes: int) -> None:
 
 def _reserve(fd: int, offset: int, length: int) -> None:
     """Allocate the file's blocks now, so the disk cannot fill up under them."""
-    if length <= 0 or not hasattr(os, "posix_fallocate"):  # pragma: no cover
-        return
-    try:
-        os.posix_fallocate(fd, offset, length)
-    except OSError as exc:
-        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-            raise
+    fileio.reserve(fd, offset, length)
