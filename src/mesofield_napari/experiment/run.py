@@ -641,6 +641,8 @@ class ExperimentRun:
                 self.run.device_stopped(device_id)
                 if device.error is not None and device_id not in self._failed:
                     self.run.errors.append(f"{device_id}: {device.error}")
+                elif (problem := device.stream_problem()) is not None:
+                    self.run.errors.append(problem)  # an empty CSV is not a run
         self.run.stop(raise_errors=False)
         self._shutdown_devices()
         self._state = "stopped"
@@ -724,6 +726,8 @@ def _encoder_producer(encoder: Encoder) -> Producer:
     def calibration() -> dict[str, Any]:
         return {
             "samples": encoder.samples,
+            "lines_received": encoder.lines,
+            "unparsed_lines": encoder.unparsed,
             "cpr": spec.cpr,
             "diameter_mm": spec.diameter_mm,
             "sample_interval_ms": spec.sample_interval_ms,
