@@ -43,7 +43,13 @@ from ..devices import DeviceError
 from ..devices.encoder import Encoder
 from ..devices.opencv_camera import DirectCamera, OpenCVSource
 from ..devices.sim_behavior import SimulatedPupilSource
-from .config import CameraSpec, EncoderSpec, Experiment, ExperimentError
+from .config import (
+    MAX_DURATION_S,
+    CameraSpec,
+    EncoderSpec,
+    Experiment,
+    ExperimentError,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -348,9 +354,15 @@ class ExperimentRun:
             raise ExperimentError(
                 f"{experiment.json_path}: no Configuration.duration; give a duration"
             )
-        if not (isinstance(duration, (int, float)) and duration > 0):
+        if not (
+            isinstance(duration, (int, float))
+            and not isinstance(duration, bool)
+            and math.isfinite(duration)
+            and 0 < duration <= MAX_DURATION_S
+        ):
             raise ExperimentError(
-                f"duration must be positive seconds, got {duration!r}"
+                f"duration must be positive seconds up to {MAX_DURATION_S:.0f} "
+                f"(7 days), got {duration!r}"
             )
         self.duration_s = float(duration)
         root = Path(out) if out else experiment.experiment_directory
