@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from .clock import local_iso
 from .errors import RecordingError
+from .safe_open import bounded_lines, open_regular
 from .sidecar import (
     _fsync_dir,
     journal_path,
@@ -113,17 +114,19 @@ def iter_journal(path: str | os.PathLike[str]) -> Iterator[tuple[str, Any]]:
     """Stream a journal as ``(kind, obj)``: "header", "frame", "layout" or "bad".
 
     Tolerates a line cut short by a crash ("bad"); raises ValueError when the first
-    line is not a journal header. One line in memory at a time.
+    line is not a journal header. One line in memory at a time, and a line longer
+    than ``MAX_LINE_BYTES`` is "bad" without being held; a FIFO or device raises
+    ``NotRegularFileError`` (an ``OSError``) instead of blocking.
     """
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for n, raw in enumerate(fh):
-            line = raw.strip()
+    with open_regular(path) as fh:  # never a FIFO or device
+        for n, raw in enumerate(bounded_lines(fh)):
+            line = raw.decode("utf-8", "replace").strip() if raw is not None else "-"
             if not line:
                 continue
             try:
                 obj = json.loads(line)
             except (json.JSONDecodeError, RecursionError):
-                obj = None
+                obj = None  # (a line too long to be ours is "-": bad, too)
             if n == 0:
                 if not (isinstance(obj, dict) and obj.get("format") == JOURNAL_FORMAT):
                     raise ValueError(

@@ -27,6 +27,7 @@ from mesokit_schema import (
     TimeBasis,
 )
 
+from .safe_open import MAX_FILE_BYTES, read_bytes
 from .sidecar import write_json_atomic
 
 PRODUCER_NAME = "mesofield-napari"
@@ -131,9 +132,10 @@ def read_manifest_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Reads both today's ``AcquisitionManifest`` and the pre-mesokit run manifest
     (``format: mesofield-run-manifest``) so folders written before the change still
-    summarise. Raises ``ValueError`` for a file that is neither.
+    summarise. Raises ``ValueError`` for a file that is neither, ``OSError`` for one
+    that is not a regular file or is larger than ``MAX_FILE_BYTES``.
     """
-    raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    raw = json.loads(read_bytes(path, MAX_FILE_BYTES).decode("utf-8"))
     if not isinstance(raw, dict):
         raise ValueError(f"{Path(path).name} does not hold a JSON object")
     if raw.get("format") == "mesofield-run-manifest":  # written before mesokit

@@ -42,6 +42,7 @@ MAX_FILE_BYTES = 64 * 2**20  # notes, manifests: files read whole
 MAX_SETTINGS_BYTES = 2**20  # hardware.yaml / experiment.json
 MAX_LINE_BYTES = 16 * 2**20  # one journal line / one sidecar value (~1 KiB real)
 
+_SKIP = 2**20  # the rest of an over-long line is skipped in pieces of this size
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
 _KINDS = (
@@ -96,19 +97,24 @@ def open_regular(
     """
     if not _NONBLOCK:  # no O_NONBLOCK (Windows): check first; no FIFOs there anyway
         check_regular(path)
-    fd = os.open(path, _FLAGS | _NONBLOCK)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _refuse(path, st.st_mode)
-        if max_bytes is not None and st.st_size > max_bytes:
-            raise _too_large(path, st.st_size, max_bytes)
-        if _NONBLOCK:
-            os.set_blocking(fd, True)  # regular files ignore it; be plain anyway
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+
+    def opener(name: str, flags: int) -> int:
+        fd = os.open(name, _FLAGS | _NONBLOCK)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise _refuse(path, st.st_mode)
+            if max_bytes is not None and st.st_size > max_bytes:
+                raise _too_large(path, st.st_size, max_bytes)
+            if _NONBLOCK:
+                os.set_blocking(fd, True)  # regular files ignore it; be plain anyway
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    # (through open(): the file object keeps its name, which tifffile uses)
+    return open(path, "rb", opener=opener)
 
 
 def _too_large(
@@ -150,8 +156,9 @@ def bounded_lines(
         if not line:
             return
         if len(line) > max_line and not line.endswith(b"\n"):
-            while line and not line.endswith(b"\n"):
-                line = fh.readline(max_line)
+            del line  # (drop it before reading on: one piece in memory at a time)
+            while (piece := fh.readline(_SKIP)) and not piece.endswith(b"\n"):
+                pass
             yield None
             continue
         yield line
