@@ -40,9 +40,11 @@ from .codecs import (
     resolve_codec,
     video_extension,
 )
+from .direct_sidecar import write_direct_sidecar
 from .errors import RecordingError
 from .paths import check_new_file
 from .sidecar import journal_path, sidecar_path, utc_now_iso
+from .tiff_layout import pause_point
 from .video_check import decodable_frames
 
 if TYPE_CHECKING:
@@ -216,7 +218,7 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
             "writer": writer,
             "shape": (int(height), int(width)),
             "is_color": bool(is_color),
-            "frames": [],
+            "written": 0,  # frames encoded; their metadata is in the journal only
             "t0": time.perf_counter(),
             "count": 0,
             "lock": threading.Lock(),
@@ -269,10 +271,10 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
             frame, entry = args
             state = self._direct
             state["writer"].write(self._to_video_frame(frame, state["is_color"]))
-            state["frames"].append(entry)
-            self._frames_by_position["frame_metadatas"] = len(state["frames"])
+            state["written"] += 1
+            self._frames_by_position["frame_metadatas"] = state["written"]
             if self._journal is not None:
-                self._journal.append(entry)
+                self._journal.append(entry)  # the store: nothing kept per frame
         elif kind == "open_direct_journal":
             self._open_journal("direct", args[0])
         elif kind == "finish_direct":
@@ -283,20 +285,41 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
     def _finish_direct(self, extra: dict[str, Any]) -> None:
         state = self._direct
         assert state is not None
-        path, expected = Path(self._filename), len(state["frames"])
+        path, expected = Path(self._filename), state["written"]
         found, problem = self._close_video(state["writer"], path, expected)
         if found < expected:
-            del state["frames"][found:]
             self._set_frames("frame_metadatas", found)
-        payload: dict[str, Any] = {"frame_metadatas": state["frames"]}
-        payload.update({"codec": self.fourcc, "fps": self._fps})
-        payload.update(extra)
-        self._write_sidecar(payload)
+        fields: dict[str, Any] = {"codec": self.fourcc, "fps": self._fps}
+        fields.update(extra)
+        self._write_direct_sidecar(found, fields)
         if found < expected and self.error is None:
             raise RecordingError(
                 f"{path.name}: only {found} of {expected} frame(s) decode"
                 + (f" ({problem})" if problem else "")
             )
+
+    def _write_direct_sidecar(self, frames: int, fields: dict[str, Any]) -> None:
+        """Stream the sidecar from the journal (its first ``frames`` entries), then
+        drop the journal — as ``_write_sidecar`` does for MDA mode."""
+        journal = self._journal
+        if journal is None or (self.error is not None and not self._frames_by_position):
+            self._write_sidecar({"frame_metadatas": [], **fields})
+            return
+        try:
+            with self._io_lock:
+                journal.sync()
+            write_direct_sidecar(journal.path, self.sidecar_path, frames, fields)
+        except OSError as exc:
+            raise RecordingError(
+                f"could not write sidecar {self.sidecar_path.name}: {exc}; "
+                f"frame metadata is kept in {journal.path} (run `mesofield-napari "
+                "recover`)"
+            ) from exc
+        pause_point("sidecar_written")
+        with self._io_lock:
+            if self._journal is not None:
+                self._journal.close(remove=True)
+                self._journal = None
 
     def _close_video(self, writer: Any, path: Path, sent: int) -> tuple[int, str]:
         """Close a video; return (frames really in it, why fewer) without raising.
