@@ -240,7 +240,7 @@ def _open_tiff(path: Path, notes: list[str]) -> _Source:
             return da.zeros((0, *shape), dtype=dtype)
         chunks = (_chunk_frames(shape, dtype), *shape)
         return da.from_array(
-            _MemmapFrames(memmap(n)),
+            _MemmapFrames(memmap, n),
             chunks=chunks,
             name=_dask_name(path),
             asarray=False,
@@ -271,21 +271,32 @@ def _check_frame(
 
 
 class _MemmapFrames:
-    """A memmap that dask cannot copy.
+    """A memory-mapped file as dask's array: each read maps, copies and unmaps.
 
     ``da.from_array`` copies array inputs that have a ``copy`` method (an
     ``np.memmap`` does), which reads the whole file at open: GBs of I/O and memory.
-    Behind this minimal array protocol, only the chunks asked for are read.
+    Behind this minimal array protocol, only the chunks asked for are read. Nothing
+    here holds the file: a map (an open file descriptor) lives only while a chunk is
+    read, and the chunk returned is a copy — napari's chunk cache keeps results, and
+    a view would keep every map (and file) a viewer ever showed open, even after its
+    layer was deleted (one open TIFF per recorded run).
     """
 
-    def __init__(self, mm: np.memmap) -> None:
-        self._mm = mm
-        self.shape: tuple[int, ...] = mm.shape
-        self.dtype = mm.dtype
-        self.ndim = mm.ndim
+    def __init__(self, memmap: Callable[[int], np.memmap], n: int) -> None:
+        self._memmap = memmap
+        self._n = n
+        probe = memmap(n)
+        self.shape: tuple[int, ...] = probe.shape
+        self.dtype = probe.dtype
+        self.ndim = probe.ndim
+        del probe
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        return np.asarray(self._mm[key])
+        mm = self._memmap(self._n)
+        try:
+            return np.array(mm[key], copy=True)
+        finally:
+            del mm
 
 
 def _declared_frames(description: str) -> int | None:
