@@ -122,7 +122,8 @@ def kill_after_journal(
 def manifest_view(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A run's manifest, validated as mesokit's ``AcquisitionManifest`` (what datakit
     and mesokit read), flattened to what tests check: ``complete``, ``errors``,
-    ``files`` (our per-file entries), ``session``, ``stamp``, ``producers``."""
+    ``interrupted``, ``files`` (our per-file entries), ``session``, ``stamp``,
+    ``producers``."""
     from mesokit_schema import AcquisitionManifest
 
     manifest = AcquisitionManifest.read(path)
@@ -130,6 +131,7 @@ def manifest_view(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {
         "complete": manifest.acquisition_complete,
         "errors": ours["errors"],
+        "interrupted": ours.get("interrupted"),
         "files": ours["files"],
         "session": manifest.session.session,
         "subject": manifest.session.subject,

@@ -13,6 +13,14 @@ Usage::
 Files go to ``<experiment>/data/sub-<s>/ses-<n>/`` (see ``runpaths.py``). Every camera
 writer pushes one data-queue row per frame (the run's one clock), and every note one
 row of device ``notes``.
+
+A run is complete (``acquisition_complete`` in the manifest) when it stopped with no
+error and was not interrupted: whoever stops a planned run before its plan ended
+(Ctrl-C, Stop, closing the app) calls :meth:`RunManager.interrupt` with the reason,
+which the manifest keeps (``extra.mesofield_napari.interrupted``). While running, a
+:class:`~.run_guard.RunGuard` notices within a second when the run folder (or one of
+its files) is deleted, records the error and cancels every writer's acquisition
+through its ``on_error`` (and :attr:`RunManager.on_lost`).
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ import csv
 import datetime as _dt
 import io
 import os
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +40,7 @@ from .clock import local_iso, local_now
 from .dataqueue import DataQueue
 from .errors import RecordingError
 from .paths import split_extension
+from .run_guard import RunGuard
 from .run_manifest import (
     Producer,
     build_manifest,
@@ -46,6 +56,16 @@ Writer = CustomWriter | CV2Writer
 WriterKind = Literal["tiff", "mp4", "avi"]
 EXTRA_FORMAT = "mesofield-napari-run"
 _BIDS_TYPE = {"tiff": "func", "mp4": "beh", "avi": "beh"}
+_RUN_OF: weakref.WeakKeyDictionary[Any, RunManager] = weakref.WeakKeyDictionary()
+
+
+def run_of(writer: Any) -> RunManager | None:
+    """The run a writer was made for by :meth:`RunManager.writer_for` (else None).
+
+    Lets code that only holds writers (``acquire.record``) tell their run that it
+    was interrupted.
+    """
+    return _RUN_OF.get(writer)
 
 
 def escape_note(text: str) -> str:
@@ -126,6 +146,9 @@ class RunManager:
         }
         self.notes: list[str] = []
         self.errors: list[str] = []
+        self.interrupted: str | None = None  # why a planned run ended early
+        self.on_lost: Callable[[str], None] | None = None  # folder deleted mid-run
+        self._guard: RunGuard | None = None
         self.started: str | None = None
         self.stopped: str | None = None
         self._started_at: _dt.datetime | None = None
@@ -157,8 +180,14 @@ class RunManager:
 
     @property
     def complete(self) -> bool:
-        """Stopped, with nothing failed."""
-        return self._state == "stopped" and not self.errors
+        """Stopped, with nothing failed and nothing interrupted."""
+        return self._state == "stopped" and not self.errors and not self.interrupted
+
+    def interrupt(self, reason: str) -> None:
+        """Say that the run ended before its plan (call before :meth:`stop`): the
+        manifest then says incomplete, with ``reason``. The first reason is kept."""
+        if self.interrupted is None:
+            self.interrupted = str(reason)
 
     @property
     def writers(self) -> list[Writer]:
@@ -193,7 +222,28 @@ class RunManager:
         self.queue.start()
         self._producers[:0] = self._session_producers()
         self._write_manifest()
+        self._guard = RunGuard(self.run_dir, self._guarded_paths, self._lost).start()
         return self
+
+    def _guarded_paths(self) -> list[Path]:
+        """The run's own files (never removed before :meth:`stop`) and the folders
+        of its data files (a writer may remove a file it never wrote a frame to)."""
+        paths = [self.configuration_path, self.notes_path, self.dataqueue_path]
+        for writer in list(self._writers.values()):
+            paths.extend({p.parent for p in writer.files})
+        return paths
+
+    def _lost(self, problem: str) -> None:
+        """The guard's report (its thread): record it, stop every acquisition."""
+        self.errors.append(f"{problem}; the run was stopped")
+        for writer in list(self._writers.values()):
+            if (on_error := writer.on_error) is not None:
+                try:
+                    on_error(RecordingError(problem))
+                except Exception as exc:  # never let the guard die silently
+                    self.errors.append(f"could not stop {writer_kind(writer)}: {exc}")
+        if (callback := self.on_lost) is not None:
+            callback(problem)
 
     def stop(
         self, error: BaseException | None = None, *, raise_errors: bool = True
@@ -207,6 +257,8 @@ class RunManager:
         """
         if self._state != "running":
             return self.manifest()
+        if self._guard is not None:
+            self._guard.stop()  # files are closed and renamed from here on
         if error is not None:
             self.errors.append(f"run ended with {type(error).__name__}: {error}")
         for key, writer in self._writers.items():
@@ -284,6 +336,7 @@ class RunManager:
             writer = CV2Writer(path, **kwargs)
             sampling_rate_hz = sampling_rate_hz or writer.fps
         self._writers[key] = writer
+        _RUN_OF[writer] = self
         clock = device_id not in self._clock_devices
         if clock:
             self._clock_devices.add(device_id)
@@ -452,6 +505,7 @@ class RunManager:
                 "stamp": self.paths.stamp,
                 "state": self._state,
                 "errors": list(self.errors),
+                "interrupted": self.interrupted,
                 "notes": len(self.notes),
                 "dataqueue_rows": self.queue.rows_written,
                 "files": files,

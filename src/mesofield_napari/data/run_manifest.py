@@ -146,9 +146,12 @@ def read_manifest_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
         }
     manifest = AcquisitionManifest.model_validate(raw)
     ours = manifest.extra.get(EXTRA_KEY, {})
+    errors = list(ours.get("errors") or []) if isinstance(ours, dict) else []
+    if isinstance(ours, dict) and ours.get("interrupted"):  # why it is incomplete
+        errors.append(f"interrupted: {ours['interrupted']}")
     return {
         "complete": manifest.acquisition_complete,
-        "errors": list(ours.get("errors") or []) if isinstance(ours, dict) else [],
+        "errors": errors,
         "extra": ours if isinstance(ours, dict) else {},
         "manifest": manifest,
     }
