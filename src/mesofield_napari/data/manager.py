@@ -156,6 +156,7 @@ class RunManager:
         self._writers: dict[str, Writer] = {}
         self._producers: list[Producer] = []
         self._clock_devices: set[str] = set()  # cameras already pushing queue rows
+        self._clock_writers: dict[str, Writer] = {}  # the writer behind those rows
         self._devices: dict[str, list[str | None]] = {}  # id -> [started, stopped]
         self._state: Literal["new", "running", "stopped"] = "new"
         self._assign_paths()
@@ -268,8 +269,14 @@ class RunManager:
                 writer.raise_if_failed()
             except Exception as exc:
                 self.errors.append(f"{device_id}: {exc}")
+        # a camera's rows, pushed as frames reached its writer, down to the frames
+        # its file holds (a full disk): the queue never claims a missing frame
+        limits = {
+            device_id: sum(writer.frames_written.values())
+            for device_id, writer in self._clock_writers.items()
+        }
         try:
-            self.queue.stop()
+            self.queue.stop(limits=limits)
             if self.queue.error is not None:
                 raise self.queue.error
         except Exception as exc:
@@ -340,6 +347,7 @@ class RunManager:
         clock = device_id not in self._clock_devices
         if clock:
             self._clock_devices.add(device_id)
+            self._clock_writers[device_id] = writer
             # (ImageNumber, device time) of each frame -> a row of the run's clock
             writer.frame_listener = partial(self.queue.push, device_id)
         self._producers.append(
@@ -508,6 +516,7 @@ class RunManager:
                 "interrupted": self.interrupted,
                 "notes": len(self.notes),
                 "dataqueue_rows": self.queue.rows_written,
+                "dataqueue_rows_trimmed": dict(self.queue.trimmed),
                 "files": files,
             },
         )
