@@ -285,3 +285,22 @@ def test_safe_open_refuses_what_is_not_a_regular_file(tmp_path):
     lines.write_bytes(b"a\n" + b"b" * 25 + b"\nc")
     with open_regular(lines) as fh:
         assert list(bounded_lines(fh, 10)) == [b"a\n", None, b"c"]
+
+
+def test_recover_of_a_fifo_journal_is_a_prompt_error(sim_core, tmp_path):
+    run = recorded_run(sim_core, tmp_path)
+    tiff, _ = data_files(run)
+    sidecar_path(tiff).unlink()
+    fifo(journal_path(tiff))
+    proc = subprocess.run(
+        [sys.executable, "-m", "mesofield_napari.cli", "recover", str(tiff)],
+        capture_output=True,
+        text=True,
+        timeout=120,  # the journal readers used to block on the FIFO forever
+        env=_env(),
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"mesofield-napari recover: error: {journal_path(tiff)}: not a regular file "
+        "(a FIFO)"
+    )

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .clock import local_iso
+from .tiff_layout import pause_point
 
 BASE_COLUMNS = ["queue_elapsed", "packet_ts", "device_ts", "device_id"]
 FLUSH_INTERVAL_S = 1.0  # a killed process loses at most the rows of the last second
@@ -203,6 +204,7 @@ class DataQueue:
                             [*base, "", *(_cell(as_dict.get(k, "")) for k in keys)]
                         )
                 out.flush()
+                pause_point("dataqueue_tmp")  # test hook: a kill during the fan-out
                 os.fsync(out.fileno())
             os.replace(tmp, self.path)
         except BaseException:

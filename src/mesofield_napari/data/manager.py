@@ -49,6 +49,7 @@ from .run_manifest import (
     write_manifest,
 )
 from .runpaths import RunPaths
+from .tiff_layout import pause_point
 from .video import CV2Writer
 from .writer import CustomWriter
 
@@ -269,6 +270,7 @@ class RunManager:
                 writer.raise_if_failed()
             except Exception as exc:
                 self.errors.append(f"{device_id}: {exc}")
+        pause_point("writers_closed")  # test hook: every sidecar written, no manifest
         # a camera's rows, pushed as frames reached its writer, down to the frames
         # its file holds (a full disk): the queue never claims a missing frame
         limits = {
@@ -289,6 +291,8 @@ class RunManager:
                 step()
             except Exception as exc:
                 self.errors.append(f"{step.__name__.strip('_')}: {exc}")
+            if step == self._write_timestamps:
+                pause_point("timestamps_written")  # test hook: the manifest is next
         if self.errors and raise_errors and error is None:
             raise RecordingError("; ".join(self.errors))
         return self.manifest()
