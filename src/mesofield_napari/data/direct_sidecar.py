@@ -1,10 +1,11 @@
 """The direct-mode sidecar, streamed from its journal (memory flat in run length).
 
 Direct mode (``CV2Writer.begin/add_frame/finish``: OpenCV and simulated pupil cameras)
-writes ``{"frame_metadatas": [...], "codec", "fps", **extra}`` (DESIGN.md §3). Keeping
-each frame's dict until the end cost ~330 bytes a frame for the whole run; the
-journal already holds every entry, so the sidecar is written from it here, one entry
-in memory at a time — byte for byte what ``json.dump`` of the whole payload wrote.
+writes ``{"frame_metadatas": [...], "codec", "fps", **extra}`` (README, "File
+formats"). Keeping each frame's dict until the end cost ~330 bytes a frame for the
+whole run; the journal already holds every entry, so the sidecar is written from it
+here, one entry in memory at a time — byte for byte what ``json.dump`` of the whole
+payload wrote.
 """
 
 from __future__ import annotations

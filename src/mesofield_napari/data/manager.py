@@ -259,8 +259,13 @@ class RunManager:
         """
         if self._state != "running":
             return self.manifest()
-        if self._guard is not None:
-            self._guard.stop()  # files are closed and renamed from here on
+        if (guard := self._guard) is not None:
+            guard.stop()  # files are closed and renamed from here on
+            if guard.problem is None and (problem := guard.check()) is not None:
+                # gone before the guard looked (a writer may have failed on it
+                # first): the deletion is the cause, so it is said first
+                guard.problem = problem
+                self.errors.insert(0, f"{problem}; the run was stopped")
         if error is not None:
             self.errors.append(f"run ended with {type(error).__name__}: {error}")
         for key, writer in self._writers.items():
