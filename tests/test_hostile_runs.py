@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from _helpers import wait_until
+from mesofield_napari.data.summary import summarize_run
 from mesofield_napari.experiment import ExperimentRun, load_experiment
 from mesofield_napari.recorder import RecorderSettings, RecordingSession
 
@@ -150,9 +151,12 @@ def test_stop_of_a_planned_recorder_run_is_incomplete(sim_core, tmp_path):
     assert outcome.ok  # nothing failed ...
     manifest = manifest_of(tmp_path)
     assert manifest["acquisition_complete"] is False  # ... but it is not complete
-    assert ours(manifest)["interrupted"] == (
+    reason = (
         f"stopped by the user after {outcome.frames_written} of 5000 planned frames"
     )
+    assert ours(manifest)["interrupted"] == reason
+    summary = summarize_run(tmp_path)  # what `inspect` prints
+    assert not summary["complete"] and f"interrupted: {reason}" in summary["errors"]
 
 
 def test_a_recorder_run_that_reaches_its_duration_is_complete(sim_core, tmp_path):
