@@ -57,7 +57,11 @@ Writer = CustomWriter | CV2Writer
 WriterKind = Literal["tiff", "mp4", "avi"]
 EXTRA_FORMAT = "mesofield-napari-run"
 _BIDS_TYPE = {"tiff": "func", "mp4": "beh", "avi": "beh"}
-_RUN_OF: weakref.WeakKeyDictionary[Any, RunManager] = weakref.WeakKeyDictionary()
+# writer -> its run, weak both ways: a run holds its writers, so a strong value
+# here would keep every run (and its files' memory maps) alive for ever
+_RUN_OF: weakref.WeakKeyDictionary[Any, weakref.ref[RunManager]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def run_of(writer: Any) -> RunManager | None:
@@ -66,7 +70,8 @@ def run_of(writer: Any) -> RunManager | None:
     Lets code that only holds writers (``acquire.record``) tell their run that it
     was interrupted.
     """
-    return _RUN_OF.get(writer)
+    ref = _RUN_OF.get(writer)
+    return ref() if ref is not None else None
 
 
 def escape_note(text: str) -> str:
@@ -352,7 +357,7 @@ class RunManager:
             writer = CV2Writer(path, **kwargs)
             sampling_rate_hz = sampling_rate_hz or writer.fps
         self._writers[key] = writer
-        _RUN_OF[writer] = self
+        _RUN_OF[writer] = weakref.ref(self)
         clock = device_id not in self._clock_devices
         if clock:
             self._clock_devices.add(device_id)
@@ -374,6 +379,8 @@ class RunManager:
                 calibration=partial(_writer_calibration, writer, path),
             )
         )
+        if self._guard is not None:
+            self._guard.watch()  # its folder exists now: watched from now on
         if self.running:
             self._write_manifest()
         return writer

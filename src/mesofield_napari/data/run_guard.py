@@ -43,8 +43,14 @@ class RunGuard:
         self.problem: str | None = None
 
     def start(self) -> RunGuard:
+        self.check()  # what exists now is watched from now on
         self._thread.start()
         return self
+
+    def watch(self) -> None:
+        """Note the paths that exist now (call after creating files or folders, so
+        one deleted before the next tick is still noticed)."""
+        self.check()
 
     def stop(self) -> None:
         self._stop.set()

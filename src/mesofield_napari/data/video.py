@@ -42,6 +42,7 @@ from .codecs import (
 )
 from .direct_sidecar import write_direct_sidecar
 from .errors import RecordingError
+from .journal_handle import keep_journal
 from .paths import check_new_file
 from .sidecar import journal_path, sidecar_path, utc_now_iso
 from .tiff_layout import pause_point
@@ -200,7 +201,11 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
                     + (f" ({problem})" if problem else "")
                 )
         self._writers.clear()
-        self._write_sidecar(dict(self.frame_metadatas))
+        try:
+            self._write_sidecar(dict(self.frame_metadatas))
+        except BaseException:
+            keep_journal(self)  # the file stays for recover; the handle goes
+            raise
         if problems and self.error is None:  # else raise_if_failed reports it
             raise RecordingError("; ".join(problems))
 
@@ -291,7 +296,11 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
             self._set_frames("frame_metadatas", found)
         fields: dict[str, Any] = {"codec": self.fourcc, "fps": self._fps}
         fields.update(extra)
-        self._write_direct_sidecar(found, fields)
+        try:
+            self._write_direct_sidecar(found, fields)
+        except BaseException:
+            keep_journal(self)  # the file stays for recover; the handle goes
+            raise
         if found < expected and self.error is None:
             raise RecordingError(
                 f"{path.name}: only {found} of {expected} frame(s) decode"

@@ -42,6 +42,7 @@ from ._pipeline import DEFAULT_FLUSH_INTERVAL_S, DEFAULT_MAX_QUEUE_BYTES, Writer
 from ._queued import _NULL, QueuedWriterMixin
 from ._upstream import OMETiffWriter
 from .errors import RecordingError
+from .journal_handle import keep_journal
 from .paths import check_new_file
 from .sidecar import journal_path, sidecar_path
 from .tiff_layout import TiffLayout, create_tiff, finish_exact, tail_bound
@@ -320,11 +321,16 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
             finally:
                 os.close(target.fd)
         if problems:
+            keep_journal(self)  # recover finishes these files from it
             raise RecordingError(
                 "could not finish " + "; ".join(problems) + f"; frames are kept "
                 f"(run `mesofield-napari recover {self._filename}`)"
             )
-        self._write_sidecar(dict(self.frame_metadatas))
+        try:
+            self._write_sidecar(dict(self.frame_metadatas))
+        except BaseException:
+            keep_journal(self)  # the file stays for recover; the handle goes
+            raise
 
     # ------------------------------------------------------------ internals
 
