@@ -179,7 +179,8 @@ def disk_limit_env(limit: int, *, ffmpeg: bool = False) -> dict[str, str]:
 def manifest_view(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A run's manifest, validated as mesokit's ``AcquisitionManifest`` (what datakit
     and mesokit read), flattened to what tests check: ``complete``, ``errors``,
-    ``files`` (our per-file entries), ``session``, ``stamp``, ``producers``."""
+    ``interrupted``, ``files`` (our per-file entries), ``session``, ``stamp``,
+    ``producers``."""
     from mesokit_schema import AcquisitionManifest
 
     manifest = AcquisitionManifest.read(path)
@@ -187,6 +188,7 @@ def manifest_view(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {
         "complete": manifest.acquisition_complete,
         "errors": ours["errors"],
+        "interrupted": ours.get("interrupted"),
         "files": ours["files"],
         "session": manifest.session.session,
         "subject": manifest.session.subject,

@@ -157,7 +157,10 @@ def _assert_finalized(out: Path) -> None:
     cap.release()
     assert ok
     ((_, manifest),) = list(iter_sessions(out))
-    assert manifest.acquisition_complete is True  # a user stop is a complete run
+    # stopped before the duration: finalized, but not a complete acquisition
+    assert manifest.acquisition_complete is False
+    reason = manifest.extra["mesofield_napari"]["interrupted"]
+    assert reason.startswith("stopped by the user after ")
 
 
 def test_stop_mid_run_finalizes(viewer, rig, tmp_path, qtbot):

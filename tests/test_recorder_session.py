@@ -107,7 +107,12 @@ def test_stop_mid_run_keeps_every_acquired_frame(sim_core, tmp_path):
     assert open_recording(tiff).frames == outcome.frames_written
     notes = next(outcome.run_dir.glob("*_notes.txt")).read_text()
     assert "stimulus on" in notes
-    assert manifest_of(outcome.run_dir)["complete"] is True
+    # stopped before its plan: not a complete acquisition, and the manifest says why
+    manifest = manifest_of(outcome.run_dir)
+    assert manifest["complete"] is False and outcome.ok
+    assert manifest["interrupted"] == (
+        f"stopped by the user after {outcome.frames_written} of 5000 planned frames"
+    )
 
 
 @pytest.mark.parametrize("writers", ["tiff", "both"])
@@ -191,7 +196,9 @@ def test_shutdown_mid_run_finalizes_files(sim_core, tmp_path):
     tiff = outcome.data_files[0]
     assert Path(f"{tiff}_frame_metadata.json").exists()
     assert not Path(f"{tiff}_frame_metadata.jsonl").exists()  # journal folded in
-    assert manifest_of(outcome.run_dir)["complete"] is True
+    manifest = manifest_of(outcome.run_dir)
+    assert manifest["complete"] is False  # closed before its plan: interrupted
+    assert manifest["interrupted"].startswith("the recorder was closed after ")
     assert not sim_core.mda.is_running()
 
 

@@ -206,7 +206,10 @@ def test_closing_mid_run_finalizes_files(viewer, mm, qtbot, tmp_path, closing):
     assert frames > 5
     assert tiff_stack(tiff).shape[0] >= frames
     (manifest,) = tmp_path.rglob("*_manifest.json")
-    assert read_json(manifest)["acquisition_complete"] is True
+    manifest = read_json(manifest)
+    assert manifest["acquisition_complete"] is False  # closed before its plan
+    reason = manifest["extra"]["mesofield_napari"]["interrupted"]
+    assert reason.startswith("the recorder was closed after ")
     assert not core.mda.is_running()
 
 

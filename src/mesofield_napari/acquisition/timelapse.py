@@ -18,7 +18,7 @@ import useq
 from useq._mda_event import ReadOnlyDict
 
 from ..data import CustomWriter, CV2Writer, RecordingError
-from ..data.manager.run_manager import describe_writer
+from ..data.manager.run_manager import describe_writer, run_of
 from .preflight import frame_geometry
 from .run_watch import RunWatch
 from .sequencing import chunked_sequencing
@@ -44,6 +44,7 @@ class RecordResult:
     elapsed_s: float = 0.0
     errors: list[str] = field(default_factory=list)  # writers' and camera's
     camera_errors: list[str] = field(default_factory=list)  # not the writers'
+    interrupted: str | None = None  # a planned run stopped early (Ctrl-C, SIGTERM)
 
     @property
     def ok(self) -> bool:
@@ -57,6 +58,7 @@ class RecordResult:
             "frames_written": self.frames_written,
             "elapsed_s": round(self.elapsed_s, 3),
             "errors": self.errors,
+            "interrupted": self.interrupted,
         }
 
 
@@ -212,7 +214,9 @@ def record(
     broken file); every writer is finalized whatever happens. A camera that fails or
     delivers fewer frames than planned, or a buffer overflow (camera faster than the
     disk), is not raised: it is one line in ``result.camera_errors`` (also in
-    ``errors``), and what was written is kept.
+    ``errors``), and what was written is kept. A planned run that Ctrl-C stopped
+    before its last frame is not complete: ``result.interrupted`` says so, and so
+    does the manifest of the writers' run (:meth:`RunManager.interrupt`).
     """
     sized = isinstance(sequence, useq.MDASequence)
     planned = (sequence.sizes.get("t", 1) or 1) if sized else 0  # 0: until Stop
@@ -245,7 +249,7 @@ def record(
                 stack.enter_context(chunked_sequencing(core))
             thread = threading.Thread(target=acquire, name="record-mda", daemon=True)
             thread.start()
-            _join_or_cancel(thread, cancel, join_timeout_s)
+            by_user = _join_or_cancel(thread, cancel, join_timeout_s)
     finally:
         for w in writers:
             w.close()  # no-op unless the run was interrupted before it finished
@@ -266,16 +270,26 @@ def record(
         error=failure[0] if failure else None,
     )
     result.errors.extend(result.camera_errors)
+    if by_user and planned and result.frames_written < planned:
+        result.interrupted = (
+            f"interrupted after {result.frames_written} of {planned} planned frames"
+        )
+        for run in {id(r): r for w in writers if (r := run_of(w)) is not None}.values():
+            run.interrupt(result.interrupted)
     return result
 
 
 def _join_or_cancel(
     thread: threading.Thread, cancel: Callable[[], None], timeout_s: float
-) -> None:
-    """Wait for the acquisition; Ctrl-C cancels it, then waits a bounded time."""
+) -> bool:
+    """Wait for the acquisition; Ctrl-C cancels it, then waits a bounded time.
+
+    True when Ctrl-C (or a signal raised as KeyboardInterrupt) ended it.
+    """
     try:
         while thread.is_alive():
             thread.join(0.2)
+        return False
     except KeyboardInterrupt:
         cancel()
         thread.join(timeout_s)
@@ -283,6 +297,7 @@ def _join_or_cancel(
             raise RecordingError(
                 f"the acquisition did not stop within {timeout_s:.0f} s of Stop"
             ) from None
+        return True
 
 
 def _frame_bytes(core: CMMCorePlus) -> int:

@@ -21,6 +21,14 @@ The port is opened with ``serial.serial_for_url``: a device path (``/dev/ttyACM0
 generates samples every ``sample_interval_ms`` instead (a smooth, seeded random run
 speed), as mesofield's development mode stands in for the rig.
 
+Firmware differs in what it sends: lines end with ``\n``, ``\r\n`` or a bare ``\r``,
+and numbers come as ``3``, ``+3``, ``-3`` or ``3.0``. All are read; a line that is none
+of these (a banner, garbage, a non-finite number, a line longer than
+``MAX_LINE_BYTES``) is counted in :attr:`Encoder.unparsed` — in ``status()``, the
+manifest and, when no line at all could be read, the run's errors — never skipped
+silently. Reading is linear in the bytes received: a line is kept in a bounded buffer,
+and an over-long one is dropped as it arrives.
+
 One reader thread per encoder; the CSV is written from it through a buffered file
 flushed once a second (a crash loses at most a second of samples), so memory does not
 grow with run length. Sample times, intervals and speeds come from one
@@ -33,6 +41,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +56,9 @@ from . import DeviceError
 
 FLUSH_INTERVAL_S = 1.0
 JOIN_TIMEOUT_S = 5.0
+MAX_LINE_BYTES = 4096  # firmware lines are < 100 bytes; longer is garbage
+_EOL = re.compile(rb"[\r\n]")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 Push = Callable[[Any, Any], None]  # (payload, device_ts) -> data-queue row
 
 
@@ -96,6 +108,9 @@ class Encoder:
         self.on_error = on_error
         self.serial: Any = None
         self.samples = 0
+        self.lines = 0  # non-blank lines received from the port
+        self.unparsed = 0  # of those, lines that were not a sample
+        self.first_unparsed: str | None = None  # the first one, for the message
         self.error: BaseException | None = None
         self._mm_per_click = math.pi * spec.diameter_mm / spec.cpr
         self._rng = np.random.default_rng(seed)
@@ -175,10 +190,27 @@ class Encoder:
             "fps": (self.samples - 1) / elapsed
             if self.samples > 1 and elapsed
             else 0.0,
-            "lost": 0,
+            "lost": self.unparsed,
+            "unparsed": self.unparsed,
             "queue_fill": 0.0,
             "error": str(self.error) if self.error else None,
         }
+
+    def stream_problem(self) -> str | None:
+        """Why a serial encoder's stream is unusable (nothing read), else None.
+
+        An empty wheel CSV next to a complete manifest would pass for a still animal:
+        a run whose port delivered nothing, or nothing readable, says so instead.
+        """
+        if self.spec.development_mode or self.samples:
+            return None
+        port = self.spec.port
+        if not self.lines:
+            return f"{self.device_id}: no data received from serial port {port!r}"
+        return (
+            f"{self.device_id}: none of the {self.lines} line(s) received from "
+            f"{port!r} is a {self.spec.type} sample (first: {self.first_unparsed})"
+        )
 
     # ------------------------------------------------------------ reader thread
     def _guard(self, target: Callable[[], Iterator[None]]) -> None:
@@ -196,7 +228,8 @@ class Encoder:
                 self.on_error(self.device_id, exc)
 
     def _read_serial(self) -> Iterator[None]:  # one item per sample
-        buffer = b""
+        pending = bytearray()  # the line being received (at most MAX_LINE_BYTES)
+        too_long = False  # the current line overflowed: drop it until its end
         while not self._stop.is_set():
             try:
                 chunk = self.serial.read(self.serial.in_waiting or 1)
@@ -206,31 +239,58 @@ class Encoder:
                 ) from None
             if not chunk:
                 continue
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                if self._parse(line.decode("utf-8", "replace").strip()):
+            pieces = _EOL.split(chunk)  # \r, \n and \r\n all end a line
+            for i, piece in enumerate(pieces):
+                if not too_long:
+                    pending += piece
+                    if len(pending) > MAX_LINE_BYTES:
+                        too_long = True
+                        pending.clear()
+                if i == len(pieces) - 1:
+                    break  # the last piece has no line end yet
+                if too_long:
+                    self._unparsed(f"a line longer than {MAX_LINE_BYTES} bytes")
+                    too_long = False
+                elif self._line(bytes(pending)):
                     yield
+                pending.clear()
+
+    def _line(self, raw: bytes) -> bool:
+        text = raw.decode("utf-8", "replace").strip()
+        if not text:
+            return False  # the \n of a \r\n, or a blank line
+        if self._parse(text):
+            return True
+        self._unparsed(repr(text[:40]))
+        return False
+
+    def _unparsed(self, what: str) -> None:
+        self.lines += 1
+        self.unparsed += 1
+        if self.first_unparsed is None:
+            self.first_unparsed = what
 
     def _parse(self, text: str) -> bool:
-        if not text:
-            return False
+        """One line -> one sample (True), or False for a line that is not one."""
         now = self._clock.elapsed()
         try:
             if self.spec.type == "wheel":
-                self._wheel_sample(int(text), now)
+                clicks = _number(text)
+                self.lines += 1
+                self._wheel_sample(clicks, now)
                 return True
             parts = [p.strip() for p in text.split(",")]
             if len(parts) == 3:
-                device_us: int = int(parts[0])
-                distance, speed = float(parts[1]), float(parts[2])
+                device_us = int(_number(parts[0]))
+                distance, speed = float(_number(parts[1])), float(_number(parts[2]))
             elif len(parts) == 2:
                 device_us = int((now - self._t0) * 1e6)
-                distance, speed = float(parts[0]), float(parts[1])
+                distance, speed = float(_number(parts[0])), float(_number(parts[1]))
             else:
                 return False
         except ValueError:
-            return False  # a banner or a garbled line, as mesofield skips them
+            return False  # a banner or a garbled line: counted by the caller
+        self.lines += 1
         self._treadmill_sample(device_us, distance, speed)
         return True
 
@@ -256,7 +316,7 @@ class Encoder:
                 )
             yield
 
-    def _wheel_sample(self, clicks: int, now: float) -> None:
+    def _wheel_sample(self, clicks: int | float, now: float) -> None:
         period = self.spec.sample_interval_ms / 1000.0
         dt = now - self._t_prev if self._t_prev is not None else period
         speed = clicks * self._mm_per_click / dt if dt > 0 else 0.0
@@ -274,3 +334,17 @@ class Encoder:
             {"distance": distance, "speed": speed, "device_us": device_us},
             local_iso(self._clock.wall(now)),
         )
+
+
+def _number(text: str) -> int | float:
+    """``3``, ``+3``, ``-3`` -> int; ``3.0`` -> 3; ``2.5`` -> 2.5 (ValueError if neither).
+
+    Firmware prints counts as integers or as decimals; both are the same count.
+    Non-finite values (``nan``, ``inf``) are not samples.
+    """
+    if not _NUMBER.fullmatch(text):  # (int()/float() would take "1_0" or "nan")
+        raise ValueError(f"not a number: {text!r}")
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {text!r}")
+    return int(value) if value.is_integer() else value

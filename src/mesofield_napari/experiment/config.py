@@ -6,7 +6,12 @@ A launch target is a folder holding both, a ``hardware.yaml``, or an
 JSON file of the folder with a ``Subjects`` object.
 
 Every problem is one :class:`ExperimentError` line naming the file and the key, so the
-CLI can print it as is. Unknown keys are kept (``extra``) and end up in the
+CLI can print it as is. The files are input like any other: numbers must be finite and
+in a sane range (:data:`LIMITS`), YAML aliases may not expand beyond
+:data:`MAX_VALUES` values (a "billion laughs" file is refused before it is built),
+nesting is bounded (:data:`MAX_DEPTH`) in both files, a file is at most 1 MiB and a
+regular file, and output folder and file-name keys are single names (letters and
+digits), so every file of a run stays inside the experiment folder. Unknown keys are kept (``extra``) and end up in the
 configuration CSV or the manifest, never rejected: rigs carry settings we do not use.
 
 How ``hardware.yaml`` selects devices here:
@@ -26,10 +31,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..data.formats.safe_open import MAX_SETTINGS_BYTES, is_regular, read_text
+from ..data.manager.paths import validate_label
 
 HARDWARE_NAME = "hardware.yaml"
 EXPERIMENT_NAME = "experiment.json"
@@ -75,6 +85,20 @@ _ENCODER_KEYS = {
     "output",
 }
 _JSON_KEYS = {"Configuration", "Subjects", "DisplayKeys", "experiment_directory"}
+MAX_DEPTH = 32  # nesting levels of either file (real ones use < 6)
+MAX_VALUES = 100_000  # values a YAML file may expand to through its aliases
+MAX_DURATION_S = 7 * 24 * 3600.0
+# upper bounds of numeric keys: far above any rig, far below what breaks arithmetic
+LIMITS = {
+    "fps": 1000.0,
+    "width": 65536.0,
+    "height": 65536.0,
+    "exposure_ms": 3_600_000.0,
+    "baudrate": 100_000_000.0,
+    "cpr": 1_000_000_000.0,
+    "diameter_mm": 10_000.0,
+    "sample_interval_ms": 60_000.0,
+}
 
 
 class ExperimentError(ValueError):
@@ -220,9 +244,11 @@ def _find_json(folder: Path) -> Path:
         return preferred
     found = []
     for candidate in sorted(folder.glob("*.json")):
+        if not is_regular(candidate):  # a FIFO named x.json would block the read
+            continue
         try:
-            data = json.loads(candidate.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = json.loads(read_text(candidate, MAX_SETTINGS_BYTES))
+        except (OSError, ValueError, RecursionError):
             continue
         if isinstance(data, dict) and "Subjects" in data:
             found.append(candidate)
@@ -261,15 +287,24 @@ def load_experiment(target: str | Path) -> Experiment:
 
 
 # ---------------------------------------------------------------- reading
+def _read_settings(path: Path) -> str:
+    try:
+        return read_text(path, MAX_SETTINGS_BYTES)
+    except UnicodeDecodeError as exc:
+        raise ExperimentError(f"{path}: cannot read: {exc}") from None
+    except OSError as exc:
+        text = str(exc) if str(path) in str(exc) else f"{path}: cannot read: {exc}"
+        raise ExperimentError(text) from None
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
+    text = _read_settings(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ExperimentError(f"{path}: cannot read: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
+        data = _bounded_yaml(text)
+    except _YamlRefused as exc:
+        raise ExperimentError(f"{path}{exc.where}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -280,17 +315,120 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+class _YamlRefused(Exception):
+    def __init__(self, problem: str, mark: Any = None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.where = f" line {mark.line + 1}" if mark is not None else ""
+
+
+def _bounded_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses alias bombs, cycles and deep nesting.
+
+    The document is composed into nodes first (aliases are shared nodes there, so
+    composing is linear in the text), measured — values after alias expansion,
+    nesting depth — and only then constructed.
+    """
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            self.depth += 1
+            try:
+                if self.depth > MAX_DEPTH + 1:  # (+1: the scalars of the last level)
+                    mark = self.peek_event().start_mark
+                    raise _YamlRefused(_too_deep(), mark)
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    loader = Loader(text)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ExperimentError(f"{path}: cannot read: {exc}") from None
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _measure(node, {}, set(), 1)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _too_deep() -> str:
+    return f"nested deeper than {MAX_DEPTH} levels"
+
+
+def _measure(node: Any, memo: dict[int, tuple[int, int]], active: set, depth: int):
+    """(values, levels) of a YAML node once its aliases are expanded, memoized per
+    node, so a bomb of 9 aliases to 9 aliases... is measured in a few steps."""
+    import yaml
+
+    key = id(node)
+    if key in active:
+        raise _YamlRefused(
+            "an alias refers to the value that contains it", node.start_mark
+        )
+    if key not in memo:
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        active.add(key)
+        size, levels = 1, 1 if children else 0
+        for child in children:
+            child_size, child_levels = _measure(child, memo, active, depth + 1)
+            size += child_size
+            levels = max(levels, 1 + child_levels)
+            if size > MAX_VALUES:
+                raise _YamlRefused(
+                    f"expands to more than {MAX_VALUES} values (aliases); refused",
+                    node.start_mark,
+                )
+        active.discard(key)
+        memo[key] = (size, levels)
+    size, levels = memo[key]
+    if depth - 1 + levels > MAX_DEPTH:
+        raise _YamlRefused(_too_deep(), node.start_mark)
+    return memo[key]
+
+
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"(\s*:)?|[\[\]{}]')
+
+
+def _json_depth_check(path: Path, text: str) -> None:
+    """Refuse nesting deeper than :data:`MAX_DEPTH` before parsing, naming the keys
+    that lead there (``json.loads`` would raise RecursionError, far deeper)."""
+    keys: list[str | None] = []
+    for m in _JSON_TOKEN.finditer(text):
+        token = m.group(0)
+        if token in "[{":
+            keys.append(None)
+            if len(keys) > MAX_DEPTH:
+                where = ".".join(k for k in keys if k is not None)
+                at = f" (at {where!r})" if where else ""
+                raise ExperimentError(f"{path}: {_too_deep()}{at}")
+        elif token in "]}":
+            if keys:
+                keys.pop()
+        elif m.group(1) and keys:  # "key":
+            with contextlib.suppress(ValueError):
+                keys[-1] = str(json.loads(token[: token.rindex('"') + 1]))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    text = _read_settings(path)
+    _json_depth_check(path, text)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ExperimentError(
             f"{path} line {exc.lineno}: invalid JSON: {exc.msg}"
         ) from None
+    except RecursionError:  # (cannot happen below MAX_DEPTH; never a traceback)
+        raise ExperimentError(f"{path}: {_too_deep()}") from None
     if not isinstance(data, dict):
         raise ExperimentError(f"{path}: expected a JSON object at the top")
     return data
@@ -365,6 +503,7 @@ def _parse_camera(path: Path, where: str, raw: Any) -> CameraSpec:
     fps = _opt_number(path, where, raw, "fps")
     if fps is None:
         fps = _opt_number(path, f"{where}.properties", props, "fps")
+    _opt_number(path, f"{where}.properties", props, "exposure_ms")  # checked only
     width = _opt_int(path, where, raw, "width") or _opt_int(
         path, f"{where}.properties", props, "width"
     )
@@ -439,7 +578,23 @@ def _parse_output(
     suffix = _opt_str(path, f"{where}.output", raw, "suffix") or default_suffix
     bids = _opt_str(path, f"{where}.output", raw, "bids_type")
     fourcc = _opt_str(path, f"{where}.output", raw, "fourcc")
+    # both become parts of a path: one name each, or a file lands outside the run
+    suffix = _name(path, f"{where}.output", "suffix", suffix)
+    bids = _name(path, f"{where}.output", "bids_type", bids or "")
     return Output(bids or ("func" if kind == "tiff" else "beh"), kind, suffix, fourcc)
+
+
+def _name(path: Path, where: str, key: str, value: str) -> str:
+    """A folder or file-name part: letters and digits only (no '/', '..', drive)."""
+    if not value:
+        return value
+    try:
+        return validate_label(key, value)
+    except ValueError as exc:
+        raise ExperimentError(
+            f"{path}: {where}.{key} must be one name of letters and digits "
+            f"(it becomes part of a file path), got {value!r}: {exc}"
+        ) from None
 
 
 def _parse_encoder(path: Path, raw: Any) -> EncoderSpec:
@@ -488,14 +643,15 @@ def _parse_json(
     configuration = dict(configuration)
     if "duration" in configuration:
         duration = configuration["duration"]
-        if (
-            isinstance(duration, bool)
-            or not isinstance(duration, (int, float))
-            or duration <= 0
-        ):
+        if isinstance(duration, bool) or not isinstance(duration, (int, float)):
             raise ExperimentError(
                 f"{path}: Configuration.duration must be a positive number of "
                 f"seconds, got {duration!r}"
+            )
+        if not (math.isfinite(duration) and 0 < duration <= MAX_DURATION_S):
+            raise ExperimentError(
+                f"{path}: Configuration.duration must be a positive number of "
+                f"seconds up to {MAX_DURATION_S:.0f} (7 days), got {duration!r}"
             )
     if "start_on_trigger" in configuration:
         configuration["start_on_trigger"] = _bool(
@@ -559,17 +715,30 @@ def _opt_str(path: Path, where: str, raw: Mapping[str, Any], key: str) -> str | 
 def _opt_number(
     path: Path, where: str, raw: Mapping[str, Any], key: str
 ) -> float | None:
+    """A positive, finite number no larger than ``LIMITS[key]`` (when it has one)."""
     value = raw.get(key)
     if value is None:
         return None
     if isinstance(value, str):
         with contextlib.suppress(ValueError):
             value = float(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ExperimentError(
             f"{path}: {where}.{key} must be a positive number, got {raw.get(key)!r}"
         )
-    return float(value)
+    limit = LIMITS.get(key, math.inf)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float range
+        number = math.inf
+    if not (math.isfinite(number) and 0 < number <= limit):
+        what = (
+            f"a finite number in (0, {limit:.0f}]"
+            if math.isfinite(limit)
+            else "a finite positive number"
+        )
+        raise ExperimentError(f"{path}: {where}.{key} must be {what}, got {value!r}")
+    return number
 
 
 def _opt_int(path: Path, where: str, raw: Mapping[str, Any], key: str) -> int | None:

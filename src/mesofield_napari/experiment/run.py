@@ -19,7 +19,11 @@ Life of a run (a GUI drives the same object; nothing here blocks a caller for lo
   ``duration`` seconds), when :meth:`stop` is called, or when any device fails. Then
   every other device is stopped and its file finalized; a failure is recorded in the
   manifest (``run.errors``, ``acquisition_complete: false``) and nothing already
-  written is lost.
+  written is lost. A :meth:`stop` before the primary has its frames (or before the
+  duration, for a primary encoder) is an interrupted run: the manifest says
+  incomplete, with the reason (``RunManager.interrupt``).
+- Deleting the run folder mid-run stops the run within a second, with the error
+  (``RunManager``'s guard).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mesokit_schema import DataqueuePayloadSchema
 
+from ..acquisition.console_log import quiet_pymmcore_for_cli
 from ..acquisition.core_release import release_core
 from ..data.manager.manifest import Producer
 from ..data.manager.run_manager import RunManager, describe_writer
@@ -44,7 +49,13 @@ from ..devices import DeviceError
 from ..devices.encoder import Encoder
 from ..devices.opencv_camera import DirectCamera, OpenCVSource
 from ..devices.sim_behavior import SimulatedPupilSource
-from .config import CameraSpec, EncoderSpec, Experiment, ExperimentError
+from .config import (
+    MAX_DURATION_S,
+    CameraSpec,
+    EncoderSpec,
+    Experiment,
+    ExperimentError,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -350,9 +361,15 @@ class ExperimentRun:
             raise ExperimentError(
                 f"{experiment.json_path}: no Configuration.duration; give a duration"
             )
-        if not (isinstance(duration, (int, float)) and duration > 0):
+        if not (
+            isinstance(duration, (int, float))
+            and not isinstance(duration, bool)
+            and math.isfinite(duration)
+            and 0 < duration <= MAX_DURATION_S
+        ):
             raise ExperimentError(
-                f"duration must be positive seconds, got {duration!r}"
+                f"duration must be positive seconds up to {MAX_DURATION_S:.0f} "
+                f"(7 days), got {duration!r}"
             )
         self.duration_s = float(duration)
         root = Path(out) if out else experiment.experiment_directory
@@ -377,6 +394,8 @@ class ExperimentRun:
         self._failed: set[str] = set()
         self._t0: float | None = None
         self._primary_done = False
+        self._user_stop = False  # stop() before the run ended by itself
+        self.run.on_lost = lambda _problem: self._stop_request.set()
 
     # ------------------------------------------------------------ state
     @property
@@ -457,6 +476,7 @@ class ExperimentRun:
         except BaseException:
             self._shutdown_devices()
             raise
+        quiet_pymmcore_for_cli()  # the cores exist now: one-line console output
         try:
             self.run.start()
             self._open_files()
@@ -582,6 +602,8 @@ class ExperimentRun:
             self._state = "running"
             self._finish()
             return True
+        if not self._stop_request.is_set():
+            self._user_stop = True
         self._stop_request.set()
         return self.wait(timeout)
 
@@ -634,6 +656,9 @@ class ExperimentRun:
         self._finish()
 
     def _finish(self) -> None:
+        # before the devices stop: a cancelled MDA also reports itself done
+        early = self._user_stop and not self._primary_done
+        elapsed = time.monotonic() - self._t0 if self._t0 is not None else 0.0
         primary = self.experiment.primary.id
         # the primary first: its last frame is the end of the run
         order = [primary] + [d for d in self.devices if d != primary]
@@ -649,10 +674,29 @@ class ExperimentRun:
                 self.run.device_stopped(device_id)
                 if device.error is not None and device_id not in self._failed:
                     self.run.errors.append(f"{device_id}: {device.error}")
+                elif (problem := device.stream_problem()) is not None:
+                    self.run.errors.append(problem)  # an empty CSV is not a run
+        if early and (reason := self._interruption(elapsed)) is not None:
+            self.run.interrupt(reason)
         self.run.stop(raise_errors=False)
         self._shutdown_devices()
         self._state = "stopped"
         self._finished.set()
+
+    def _interruption(self, elapsed: float) -> str | None:
+        """Why a run stopped (by :meth:`stop`, ``elapsed`` s in) before its plan,
+        when nothing failed (else None)."""
+        if self._failed or self.errors or elapsed >= self.duration_s:
+            return None
+        reason = f"stopped by the user after {elapsed:.1f} of {self.duration_s:g} s"
+        primary = self.devices.get(self.experiment.primary.id)
+        planned = getattr(primary, "frames", None)  # MMCamera's plan
+        if isinstance(primary, DirectCamera):
+            planned = primary.max_frames
+        if primary is not None and planned and not isinstance(primary, Encoder):
+            got = primary.status()["frames"]
+            reason += f" ({primary.device_id}: {got} of {planned} planned frames)"
+        return reason
 
     def _shutdown_devices(self) -> None:
         for cam in self._plan.cameras.values():
@@ -715,6 +759,7 @@ class ExperimentRun:
             "duration_s": self.duration_s,
             "devices": {k: self._device_status(k, d) for k, d in self.devices.items()},
             "errors": list(self.run.errors),
+            "interrupted": self.run.interrupted,
         }
 
 
@@ -740,6 +785,8 @@ def _encoder_producer(encoder: Encoder) -> Producer:
     def calibration() -> dict[str, Any]:
         return {
             "samples": encoder.samples,
+            "lines_received": encoder.lines,
+            "unparsed_lines": encoder.unparsed,
             "cpr": spec.cpr,
             "diameter_mm": spec.diameter_mm,
             "sample_interval_ms": spec.sample_interval_ms,

@@ -190,6 +190,7 @@ class _ActiveRun:
         self.planned = planned
         self.watch = watch
         self.cancelled = False  # stopped on purpose: user, duration, failing writer
+        self.stop_reason: str | None = None  # who stopped it ("stopped by the user")
         self.frames = 0
         self.frame_bytes = 0
         self.t0: float | None = None
@@ -233,6 +234,7 @@ class RecordingSession:
         self._thread: threading.Thread | None = None
         self._connected = False
         self._stop_requested = False
+        self._closing = False  # shutdown(): the app or the dock is closing
         self._idle = threading.Event()
         self._idle.set()
         self._engine_hook = contextlib.ExitStack()  # chunked sequencing, own runs
@@ -307,7 +309,9 @@ class RecordingSession:
     def stop(self) -> None:
         """Stop recording: cancel the acquisition; files are finalized when it ends."""
         self._stop_requested = True
-        self._mark_cancelled()
+        self._mark_cancelled(
+            "the recorder was closed" if self._closing else "stopped by the user"
+        )
         if self.recording and self.core.mda.is_running():
             self.core.mda.cancel()
         if not self.recording:
@@ -316,6 +320,7 @@ class RecordingSession:
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Stop and wait until every file is final (closing the app or the dock)."""
+        self._closing = True
         self.stop()
         if not self._idle.wait(timeout):
             # the acquisition never finished: finalize what was written anyway
@@ -421,12 +426,14 @@ class RecordingSession:
 
     def _writer_failed(self, exc: BaseException) -> None:
         # nobody should record for an hour into a broken file (the writer reports it)
-        self._mark_cancelled()
+        self._mark_cancelled("a writer failed")
         self.core.mda.cancel()
 
-    def _mark_cancelled(self) -> None:
+    def _mark_cancelled(self, reason: str | None = None) -> None:
         if (active := self._active) is not None:
             active.cancelled = True
+            if active.stop_reason is None:
+                active.stop_reason = reason
 
     def _run_timelapse(
         self, sequence: useq.MDASequence | Iterable[useq.MDAEvent]
@@ -462,6 +469,8 @@ class RecordingSession:
                 stopped_on_purpose=active.cancelled or error is not None,
             )
         )
+        if (reason := self._interruption(active, written, elapsed, error)) is not None:
+            active.run.interrupt(reason)  # the manifest says incomplete, and why
         if (live := self.live_traces) is not None:  # rows/files before the run closes
             live.finish(active.run)
         # closes every writer (finishing its sequence), then the run's own files
@@ -482,6 +491,35 @@ class RecordingSession:
         self._idle.set()
         if self.on_run_finished is not None:
             self.on_run_finished(outcome)
+
+    def _interruption(
+        self,
+        active: _ActiveRun,
+        written: int,
+        elapsed: float,
+        error: BaseException | None,
+    ) -> str | None:
+        """Why a planned run ended before its plan, when nothing failed (else None).
+
+        A Stop (or closing the app) before the planned frames, or before the
+        duration, is an interrupted run; so is an armed MDA cancelled in
+        napari-micromanager. Reaching the duration or the planned frames is not.
+        """
+        reason = active.stop_reason
+        if error is not None or active.run.errors or reason == "a writer failed":
+            return None  # incomplete already; the errors say why
+        duration = self.settings.duration_s
+        if self.mode == "timelapse" and duration is not None:
+            if reason in (None, "the duration ended") or elapsed >= duration:
+                return None
+            return f"{reason} after {elapsed:.1f} of {duration:g} s ({written} frames)"
+        if not active.planned or written >= active.planned:
+            return None
+        if reason is None:
+            if active.watch.finish_reason() != "canceled":
+                return None
+            reason = "cancelled in napari-micromanager"
+        return f"{reason} after {written} of {active.planned} planned frames"
 
     def _final_status(self, active: _ActiveRun, outcome: RunOutcome) -> RecorderStatus:
         stats = [w.stats for w in active.writers]
@@ -574,6 +612,7 @@ class RecordingSession:
             and now - active.t0 >= duration
         ):
             active.cancelled = True
+            active.stop_reason = active.stop_reason or "the duration ended"
             self.core.mda.cancel()
 
     def _on_finished(self, seq: useq.MDASequence) -> None:

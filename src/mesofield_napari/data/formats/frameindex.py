@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .journal import JOURNAL_FORMAT
+from .safe_open import MAX_LINE_BYTES, bounded_lines, open_regular
 
 __all__ = [
     "FrameIndex",
@@ -181,12 +182,16 @@ class _Stream:
                     self.i = end
                     return obj
             need = 2 * (len(self.buf) - self.i) + _READ
+            if need > MAX_LINE_BYTES + _READ:  # one frame entry is ~1 KiB
+                raise ValueError(
+                    f"a value longer than {MAX_LINE_BYTES} bytes at char {self.i}"
+                )
 
 
 def _iter_sidecar(path: Path) -> Iterator[tuple[str, Any, bool]]:
     """(key, item, is_list_item) for a JSON object: list values item by item."""
     decoder = json.JSONDecoder()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:  # never a FIFO or device
         s = _Stream(fh)
         if s.skip_ws() != "{":  # valid JSON but no object, or not JSON at all?
             s.value(decoder)
@@ -255,14 +260,17 @@ def scan_sidecar(path: str | Path) -> FrameIndex:
 def _journal_lines(path: Path) -> Iterator[tuple[int, Any]]:
     """(line number, parsed object or ``_BAD``) for each non-blank line."""
     loads = json.loads
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for n, raw in enumerate(fh):
-            line = raw.strip()
+    with open_regular(path) as fh:  # never a FIFO or device
+        for n, raw in enumerate(bounded_lines(fh)):
+            if raw is None:  # longer than any frame's line: counted as bad
+                yield n, _BAD
+                continue
+            line = raw.decode("utf-8", "replace").strip()
             if not line:
                 continue
             try:
                 yield n, loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 yield n, _BAD
 
 

@@ -19,18 +19,20 @@ same for a journal left behind by a crash, after making its TIFFs exact.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from ..._platform import fileio
 from ..clock import local_iso
 from ..errors import RecordingError
+from .safe_open import bounded_lines, open_regular
 from .tiff_layout import TiffLayout, pause_point
 
 JOURNAL_FORMAT = "mesofield-frame-journal"
@@ -165,17 +167,19 @@ def iter_journal(path: str | os.PathLike[str]) -> Iterator[tuple[str, Any]]:
     """Stream a journal as ``(kind, obj)``: "header", "frame", "layout" or "bad".
 
     Tolerates a line cut short by a crash ("bad"); raises ValueError when the first
-    line is not a journal header. One line in memory at a time.
+    line is not a journal header. One line in memory at a time, and a line longer
+    than ``MAX_LINE_BYTES`` is "bad" without being held; a FIFO or device raises
+    ``NotRegularFileError`` (an ``OSError``) instead of blocking.
     """
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for n, raw in enumerate(fh):
-            line = raw.strip()
+    with open_regular(path) as fh:  # never a FIFO or device
+        for n, raw in enumerate(bounded_lines(fh)):
+            line = raw.decode("utf-8", "replace").strip() if raw is not None else "-"
             if not line:
                 continue
             try:
                 obj = json.loads(line)
             except (json.JSONDecodeError, RecursionError):
-                obj = None
+                obj = None  # (a line too long to be ours is "-": bad, too)
             if n == 0:
                 if not (isinstance(obj, dict) and obj.get("format") == JOURNAL_FORMAT):
                     raise ValueError(
@@ -250,6 +254,25 @@ def summarize_journal(path: str | os.PathLike[str]) -> JournalSummary:
     return summary
 
 
+@contextlib.contextmanager
+def _atomic_text(path: Path) -> Iterator[IO[str]]:
+    """A new text file that appears under ``path`` only once complete and synced
+    (temp file, full sync, rename, folder sync); "\n" line ends on every system."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = fileio.open_binary(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            yield fh
+            fh.flush()
+            pause_point("sidecar_tmp")
+            fileio.full_sync(fh.fileno())
+        fileio.replace(tmp, path)
+    except BaseException:
+        fileio.unlink(tmp)
+        raise
+    fileio.sync_dir(path.parent)
+
+
 def write_sidecar_from_journal(
     journal: str | os.PathLike[str],
     sidecar: str | os.PathLike[str],
@@ -262,34 +285,52 @@ def write_sidecar_from_journal(
     a time: one pass over the journal per position key (runs have a few). Written
     atomically (temp file, fsync, rename). Returns frames per position.
     """
-    sidecar = Path(sidecar)
     if positions is None:
         positions = list(summarize_journal(journal).frames)
-    tmp = sidecar.with_name(f".{sidecar.name}.{secrets.token_hex(6)}.tmp")
-    fd = fileio.open_binary(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     counts: dict[str, int] = {}
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write("{")
-            for p, pos in enumerate(positions):
-                fh.write((", " if p else "") + json.dumps(pos) + ": [")
-                n = 0
-                for kind, obj in iter_journal(journal):
-                    if kind == "frame" and str(obj.get("pos", "p0")) == pos:
-                        fh.write((", " if n else "") + json.dumps(obj["meta"]))
-                        n += 1
-                fh.write("]")
-                counts[pos] = n
-            fh.write("}")
-            fh.flush()
-            pause_point("sidecar_tmp")
-            fileio.full_sync(fh.fileno())
-        fileio.replace(tmp, sidecar)
-    except BaseException:
-        fileio.unlink(tmp)
-        raise
-    fileio.sync_dir(sidecar.parent)
+    with _atomic_text(Path(sidecar)) as fh:
+        fh.write("{")
+        for p, pos in enumerate(positions):
+            fh.write((", " if p else "") + json.dumps(pos) + ": [")
+            n = 0
+            for kind, obj in iter_journal(journal):
+                if kind == "frame" and str(obj.get("pos", "p0")) == pos:
+                    fh.write((", " if n else "") + json.dumps(obj["meta"]))
+                    n += 1
+            fh.write("]")
+            counts[pos] = n
+        fh.write("}")
     return counts
+
+
+DIRECT_KEY = "frame_metadatas"
+
+
+def write_direct_sidecar(
+    journal: str | os.PathLike[str],
+    sidecar: str | os.PathLike[str],
+    limit: int,
+    fields: Mapping[str, Any],
+) -> int:
+    """Stream the direct-mode sidecar ``{"frame_metadatas": [<the first limit
+    journal entries>], **fields}`` (``CV2Writer.begin/add_frame/finish``) atomically,
+    one entry in memory at a time -- byte for byte what ``json.dump`` of the whole
+    payload wrote. Returns the entries written."""
+    n = 0
+    with _atomic_text(Path(sidecar)) as fh:
+        fh.write("{" + json.dumps(DIRECT_KEY) + ": [")
+        for kind, obj in iter_journal(journal):
+            if n >= limit:
+                break
+            if kind == "frame":
+                fh.write((", " if n else "") + json.dumps(obj["meta"]))
+                n += 1
+        fh.write("]")
+        for key, value in fields.items():
+            if key != DIRECT_KEY:
+                fh.write(f", {json.dumps(str(key))}: {json.dumps(value)}")
+        fh.write("}")
+    return n
 
 
 def legacy_payload(

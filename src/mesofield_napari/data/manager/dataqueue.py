@@ -15,6 +15,12 @@ Rows stream to disk in push order, so a crash keeps them. Memory does not grow w
 length: nothing is kept per row. On :meth:`DataQueue.stop` the file is rewritten once,
 atomically and streaming, with mesofield's fan-out rule when any payload was a dict:
 the dict's keys become their own columns and ``payload`` keeps non-dict payloads only.
+
+A camera pushes its row when a frame reaches its writer, before the frame is on disk.
+When fewer frames reached the file (a full disk, a failed write), :meth:`DataQueue.stop`
+is given each camera's frames written (``limits``) and keeps only that camera's first
+rows, so the queue never claims a frame that is not in the file; ``trimmed`` says how
+many rows went, per device.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import secrets
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +41,7 @@ from typing import Any
 from ..._platform import fileio
 from ..._platform.clock import RunClock
 from ..clock import local_iso
+from ..formats.tiff_layout import pause_point
 
 BASE_COLUMNS = ["queue_elapsed", "packet_ts", "device_ts", "device_id"]
 FLUSH_INTERVAL_S = 1.0  # a killed process loses at most the rows of the last second
@@ -56,6 +64,7 @@ class DataQueue:
         self.path = Path(path)
         self.rows_written = 0
         self.rows_by_device: Counter[str] = Counter()
+        self.trimmed: Counter[str] = Counter()  # rows dropped at stop, per device
         self.error: BaseException | None = None
         self._queue: queue.SimpleQueue[DataPacket | None] = queue.SimpleQueue()
         self.clock = RunClock()
@@ -104,8 +113,16 @@ class DataQueue:
                 )
             )
 
-    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        """Write everything pushed so far, then the final (fanned-out) CSV."""
+    def stop(
+        self,
+        timeout: float = STOP_TIMEOUT_S,
+        limits: Mapping[str, int] | None = None,
+    ) -> None:
+        """Write everything pushed so far, then the final (fanned-out) CSV.
+
+        ``limits``: at most this many rows of a device are kept, its first ones
+        (the frames a camera's file really holds; see the module docstring).
+        """
         with self._push_lock:
             self._closed = True
         if self._thread is None:
@@ -119,8 +136,13 @@ class DataQueue:
             return
         self._thread = None
         self._fh.close()
-        if self.error is None and self._dict_keys:
-            self._rewrite_fanned_out()
+        excess = {
+            d: n
+            for d, n in (limits or {}).items()
+            if self.rows_by_device.get(d, 0) > max(int(n), 0)
+        }
+        if self.error is None and (self._dict_keys or excess):
+            self._rewrite_fanned_out(excess)
 
     # ------------------------------------------------------------ logger thread
     def _run(self) -> None:
@@ -155,8 +177,11 @@ class DataQueue:
         except OSError as exc:
             self.error = self.error or exc
 
-    def _rewrite_fanned_out(self) -> None:
-        """Stream the log into its final layout: dict keys as columns."""
+    def _rewrite_fanned_out(self, limits: Mapping[str, int] | None = None) -> None:
+        """Stream the log into its final layout: dict keys as columns, each device
+        in ``limits`` cut to its first rows."""
+        limits = dict(limits or {})
+        kept: Counter[str] = Counter()
         keys = list(self._dict_keys)
         # not tempfile.mkstemp: its 0600 mode would make the log unreadable to other
         # users; O_EXCL + 0666 honours the umask like every other run file
@@ -174,6 +199,11 @@ class DataQueue:
                 blanks = [""] * len(keys)
                 for row in reader:
                     base, cell = row[:4], row[4] if len(row) > 4 else ""
+                    device = base[3] if len(base) > 3 else ""
+                    if device in limits:
+                        if kept[device] >= limits[device]:
+                            continue  # a frame that is not in its file
+                        kept[device] += 1
                     as_dict = _json_object(cell)
                     if as_dict is None:
                         w.writerow([*base, cell, *blanks])
@@ -182,11 +212,17 @@ class DataQueue:
                             [*base, "", *(_cell(as_dict.get(k, "")) for k in keys)]
                         )
                 out.flush()
+                pause_point("dataqueue_tmp")  # test hook: a kill during the fan-out
                 fileio.full_sync(out.fileno())
             fileio.replace(tmp, self.path)
         except BaseException:
             fileio.unlink(tmp)
             raise
+        for device in limits:
+            dropped = self.rows_by_device[device] - kept[device]
+            self.trimmed[device] += dropped
+            self.rows_by_device[device] = kept[device]
+            self.rows_written -= dropped
 
 
 def _json_object(cell: str) -> dict[str, Any] | None:

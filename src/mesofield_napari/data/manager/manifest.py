@@ -27,6 +27,7 @@ from mesokit_schema import (
     TimeBasis,
 )
 
+from ..formats.safe_open import MAX_FILE_BYTES, read_bytes
 from ..formats.sidecar import write_json_atomic
 
 PRODUCER_NAME = "mesofield-napari"
@@ -140,9 +141,10 @@ def read_manifest_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Reads both today's ``AcquisitionManifest`` and the pre-mesokit run manifest
     (``format: mesofield-run-manifest``) so folders written before the change still
-    summarise. Raises ``ValueError`` for a file that is neither.
+    summarise. Raises ``ValueError`` for a file that is neither, ``OSError`` for one
+    that is not a regular file or is larger than ``MAX_FILE_BYTES``.
     """
-    raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    raw = json.loads(read_bytes(path, MAX_FILE_BYTES).decode("utf-8"))
     if not isinstance(raw, dict):
         raise ValueError(f"{Path(path).name} does not hold a JSON object")
     if raw.get("format") == "mesofield-run-manifest":  # written before mesokit
@@ -153,9 +155,12 @@ def read_manifest_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
         }
     manifest = AcquisitionManifest.model_validate(raw)
     ours = manifest.extra.get(EXTRA_KEY, {})
+    errors = list(ours.get("errors") or []) if isinstance(ours, dict) else []
+    if isinstance(ours, dict) and ours.get("interrupted"):  # why it is incomplete
+        errors.append(f"interrupted: {ours['interrupted']}")
     return {
         "complete": manifest.acquisition_complete,
-        "errors": list(ours.get("errors") or []) if isinstance(ours, dict) else [],
+        "errors": errors,
         "extra": ours if isinstance(ours, dict) else {},
         "manifest": manifest,
     }

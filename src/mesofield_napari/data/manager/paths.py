@@ -124,6 +124,8 @@ class RunPaths:
     def file(self, suffix: str, ext: str, kind: str | None = None) -> Path:
         """A fresh path ``[kind/]<prefix>_<suffix><ext>`` (collision-safe)."""
         suffix = validate_label("file suffix", suffix)
+        if kind:  # one folder name: '../..' or '/x' would leave the session folder
+            kind = validate_label("bids_type", kind)
         folder = self.run_dir / kind if kind else self.run_dir
         path = unique_path(folder / self.name(suffix, ext), self._taken)
         self._taken.add(path)

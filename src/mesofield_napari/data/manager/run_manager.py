@@ -13,6 +13,14 @@ Usage::
 Files go to ``<experiment>/data/sub-<s>/ses-<n>/`` (see ``runpaths.py``). Every camera
 writer pushes one data-queue row per frame (the run's one clock), and every note one
 row of device ``notes``.
+
+A run is complete (``acquisition_complete`` in the manifest) when it stopped with no
+error and was not interrupted: whoever stops a planned run before its plan ended
+(Ctrl-C, Stop, closing the app) calls :meth:`RunManager.interrupt` with the reason,
+which the manifest keeps (``extra.mesofield_napari.interrupted``). While running, a
+:class:`~.run_guard.RunGuard` notices within a second when the run folder (or one of
+its files) is deleted, records the error and cancels every writer's acquisition
+through its ``on_error`` (and :attr:`RunManager.on_lost`).
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ import csv
 import datetime as _dt
 import io
 import os
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +41,7 @@ from ..clock import local_iso, local_now
 from ..errors import RecordingError
 from ..formats.names import split_extension
 from ..formats.sidecar import sidecar_path
+from ..formats.tiff_layout import pause_point
 from ..frame_timing import MissingCounter, frame_timing
 from ..writer.tiff import CustomWriter
 from ..writer.video import CV2Writer
@@ -44,6 +54,7 @@ from .manifest import (
     write_manifest,
 )
 from .paths import RunPaths
+from .run_guard import RunGuard
 
 Writer = CustomWriter | CV2Writer
 WriterKind = Literal["tiff", "mp4", "avi"]
@@ -55,6 +66,22 @@ _SESSION_FILES = (
     ("manifest", ".json", None),
     ("dataqueue", ".csv", "beh"),
 )
+
+# writer -> its run, weak both ways: a run holds its writers, so a strong value
+# here would keep every run (and its files' memory maps) alive for ever
+_RUN_OF: weakref.WeakKeyDictionary[Any, weakref.ref[RunManager]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def run_of(writer: Any) -> RunManager | None:
+    """The run a writer was made for by :meth:`RunManager.writer_for` (else None).
+
+    Lets code that only holds writers (``acquire.record``) tell their run that it
+    was interrupted.
+    """
+    ref = _RUN_OF.get(writer)
+    return ref() if ref is not None else None
 
 
 def escape_note(text: str) -> str:
@@ -138,6 +165,9 @@ class RunManager:
             p.check_length(suffix, ext, kind)
         self.notes: list[str] = []
         self.errors: list[str] = []
+        self.interrupted: str | None = None  # why a planned run ended early
+        self.on_lost: Callable[[str], None] | None = None  # folder deleted mid-run
+        self._guard: RunGuard | None = None
         self.started: str | None = None
         self.stopped: str | None = None
         self._started_at: _dt.datetime | None = None
@@ -146,6 +176,7 @@ class RunManager:
         self._missing: dict[str, MissingCounter] = {}  # camera id -> live count
         self._producers: list[Producer] = []
         self._clock_devices: set[str] = set()  # cameras already pushing queue rows
+        self._clock_writers: dict[str, Writer] = {}  # the writer behind those rows
         self._devices: dict[str, list[str | None]] = {}  # id -> [started, stopped]
         self._state: Literal["new", "running", "stopped"] = "new"
         self._assign_paths()
@@ -170,8 +201,14 @@ class RunManager:
 
     @property
     def complete(self) -> bool:
-        """Stopped, with nothing failed."""
-        return self._state == "stopped" and not self.errors
+        """Stopped, with nothing failed and nothing interrupted."""
+        return self._state == "stopped" and not self.errors and not self.interrupted
+
+    def interrupt(self, reason: str) -> None:
+        """Say that the run ended before its plan (call before :meth:`stop`): the
+        manifest then says incomplete, with ``reason``. The first reason is kept."""
+        if self.interrupted is None:
+            self.interrupted = str(reason)
 
     @property
     def writers(self) -> list[Writer]:
@@ -206,7 +243,28 @@ class RunManager:
         self.queue.start()
         self._producers[:0] = self._session_producers()
         self._write_manifest()
+        self._guard = RunGuard(self.run_dir, self._guarded_paths, self._lost).start()
         return self
+
+    def _guarded_paths(self) -> list[Path]:
+        """The run's own files (never removed before :meth:`stop`) and the folders
+        of its data files (a writer may remove a file it never wrote a frame to)."""
+        paths = [self.configuration_path, self.notes_path, self.dataqueue_path]
+        for writer in list(self._writers.values()):
+            paths.extend({p.parent for p in writer.files})
+        return paths
+
+    def _lost(self, problem: str) -> None:
+        """The guard's report (its thread): record it, stop every acquisition."""
+        self.errors.append(f"{problem}; the run was stopped")
+        for writer in list(self._writers.values()):
+            if (on_error := writer.on_error) is not None:
+                try:
+                    on_error(RecordingError(problem))
+                except Exception as exc:  # never let the guard die silently
+                    self.errors.append(f"could not stop {writer_kind(writer)}: {exc}")
+        if (callback := self.on_lost) is not None:
+            callback(problem)
 
     def stop(
         self, error: BaseException | None = None, *, raise_errors: bool = True
@@ -220,6 +278,13 @@ class RunManager:
         """
         if self._state != "running":
             return self.manifest()
+        if (guard := self._guard) is not None:
+            guard.stop()  # files are closed and renamed from here on
+            if guard.problem is None and (problem := guard.check()) is not None:
+                # gone before the guard looked (a writer may have failed on it
+                # first): the deletion is the cause, so it is said first
+                guard.problem = problem
+                self.errors.insert(0, f"{problem}; the run was stopped")
         if error is not None:
             self.errors.append(f"run ended with {type(error).__name__}: {error}")
         for key, writer in self._writers.items():
@@ -229,8 +294,15 @@ class RunManager:
                 writer.raise_if_failed()
             except Exception as exc:
                 self.errors.append(f"{device_id}: {exc}")
+        pause_point("writers_closed")  # test hook: every sidecar written, no manifest
+        # a camera's rows, pushed as frames reached its writer, down to the frames
+        # its file holds (a full disk): the queue never claims a missing frame
+        limits = {
+            device_id: sum(writer.frames_written.values())
+            for device_id, writer in self._clock_writers.items()
+        }
         try:
-            self.queue.stop()
+            self.queue.stop(limits=limits)
             if self.queue.error is not None:
                 raise self.queue.error
         except Exception as exc:
@@ -243,6 +315,8 @@ class RunManager:
                 step()
             except Exception as exc:
                 self.errors.append(f"{step.__name__.strip('_')}: {exc}")
+            if step == self._write_timestamps:
+                pause_point("timestamps_written")  # test hook: the manifest is next
         if self.errors and raise_errors and error is None:
             raise RecordingError("; ".join(self.errors))
         return self.manifest()
@@ -316,9 +390,11 @@ class RunManager:
             writer = CV2Writer(path, **kwargs)
             sampling_rate_hz = sampling_rate_hz or writer.fps
         self._writers[key] = writer
+        _RUN_OF[writer] = weakref.ref(self)
         clock = device_id not in self._clock_devices
         if clock:
             self._clock_devices.add(device_id)
+            self._clock_writers[device_id] = writer
             # (ImageNumber, device time) of each frame -> a row of the run's clock
             writer.frame_listener = self._frame_listener(device_id)
         self._producers.append(
@@ -336,6 +412,8 @@ class RunManager:
                 calibration=partial(_writer_calibration, writer, path),
             )
         )
+        if self._guard is not None:
+            self._guard.watch()  # its folder exists now: watched from now on
         if self.running:
             self._write_manifest()
         return writer
@@ -484,8 +562,10 @@ class RunManager:
                 "stamp": self.paths.stamp,
                 "state": self._state,
                 "errors": list(self.errors),
+                "interrupted": self.interrupted,
                 "notes": len(self.notes),
                 "dataqueue_rows": self.queue.rows_written,
+                "dataqueue_rows_trimmed": dict(self.queue.trimmed),
                 "files": files,
             },
         )

@@ -6,7 +6,10 @@ uncompressed, so its pixels are memory-mapped from the first page's data offset
 chunk by chunk by seeking a ``cv2.VideoCapture``. The number of frames comes from the
 sidecar (or the journal of a crashed run), which trims the preallocated TIFF's tail of
 never-written zero frames. Bad input gives warnings (what was ignored) or a clear
-``ValueError``/``OSError`` naming the file — never a bare parser traceback.
+``ValueError``/``OSError`` naming the file — never a bare parser traceback. Only
+regular files are opened (a FIFO or device named like a sidecar, notes file or video
+is refused at once instead of blocking), and what is read from one metadata file is
+bounded (``safe_open``).
 """
 
 from __future__ import annotations
@@ -34,6 +37,13 @@ from ..formats.frameindex import (
 )
 from ..formats.journal import legacy_payload, read_journal
 from ..formats.names import split_extension, with_name_suffix
+from ..formats.safe_open import (
+    MAX_FILE_BYTES,
+    check_regular,
+    open_regular,
+    read_bytes,
+    read_text,
+)
 from ..formats.sidecar import (
     JOURNAL_SUFFIX,
     SIDECAR_SUFFIX,
@@ -61,6 +71,7 @@ TIFF_EXTENSIONS = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf")
 DATA_EXTENSIONS = TIFF_EXTENSIONS + VIDEO_EXTENSIONS
 SidecarState = Literal["final", "journal", "corrupt", "missing"]
 _CHUNK_BYTES = 32 * 2**20  # dask chunk target: a few frames of a large camera
+_MAX_WHOLE_SIDECAR = 2**30  # load_metadata holds it all (2.7 KiB a frame beside)
 
 
 class RecordingWarning(UserWarning):
@@ -77,11 +88,11 @@ def load_metadata(data: Path) -> tuple[dict[str, Any], SidecarState, list[str]]:
     notes: list[str] = []
     if spath.exists():
         try:
-            payload = json.loads(spath.read_bytes().decode("utf-8"))
+            payload = json.loads(read_bytes(spath, _MAX_WHOLE_SIDECAR).decode("utf-8"))
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             notes.append(f"sidecar {spath.name} is not valid JSON ({_short(exc)})")
         except OSError as exc:
-            notes.append(f"cannot read sidecar {spath.name}: {exc.strerror or exc}")
+            notes.append(f"cannot read sidecar {spath.name}: {_reason(exc, spath)}")
         else:
             if isinstance(payload, dict):
                 return payload, "final", notes
@@ -93,7 +104,8 @@ def load_metadata(data: Path) -> tuple[dict[str, Any], SidecarState, list[str]]:
         try:
             contents = read_journal(jpath)
         except (OSError, ValueError, RecursionError) as exc:
-            return {}, "corrupt", [*notes, f"unreadable journal: {_short(exc)}"]
+            why = _journal_problem(exc, jpath)
+            return {}, "corrupt", [*notes, f"unreadable journal: {why}"]
         if contents.bad_lines:
             notes.append(
                 f"ignored {contents.bad_lines} unreadable line(s) in {jpath.name}"
@@ -118,7 +130,7 @@ def load_index(data: Path) -> tuple[FrameIndex, SidecarState, list[str]]:
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             notes.append(f"sidecar {spath.name} is not valid JSON ({_short(exc)})")
         except OSError as exc:
-            notes.append(f"cannot read sidecar {spath.name}: {exc.strerror or exc}")
+            notes.append(f"cannot read sidecar {spath.name}: {_reason(exc, spath)}")
         if not jpath.exists():
             empty = FrameIndex(spath, "none")
             return empty, "corrupt", [*notes, "opened without frame metadata"]
@@ -128,13 +140,20 @@ def load_index(data: Path) -> tuple[FrameIndex, SidecarState, list[str]]:
             index = scan_journal(jpath)
         except (OSError, ValueError, RecursionError) as exc:
             empty = FrameIndex(jpath, "none")
-            return empty, "corrupt", [*notes, f"unreadable journal: {_short(exc)}"]
+            why = _journal_problem(exc, jpath)
+            return empty, "corrupt", [*notes, f"unreadable journal: {why}"]
         if index.bad_lines:
             notes.append(
                 f"ignored {index.bad_lines} unreadable line(s) in {jpath.name}"
             )
         return index, "journal", notes
     return FrameIndex(spath, "none"), "missing", notes
+
+
+def _journal_problem(exc: BaseException, jpath: Path) -> str:
+    if isinstance(exc, OSError):
+        return f"{jpath.name}: {_reason(exc, jpath)}"
+    return _short(exc)
 
 
 def _short(exc: BaseException) -> str:
@@ -179,7 +198,7 @@ def _open_tiff(path: Path, notes: list[str]) -> _Source:
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tf:
+        with open_regular(path) as fh, tifffile.TiffFile(fh) as tf:
             page = tf.pages.first
             shape = tuple(int(d) for d in page.shape)  # odd types on bit flips
             dtype = np.dtype(page.dtype)
@@ -218,6 +237,7 @@ def _open_tiff(path: Path, notes: list[str]) -> _Source:
         )
 
     def memmap(n: int) -> np.memmap:
+        check_regular(path)  # np.memmap opens the path again: never a FIFO
         return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(n, *shape))
 
     def to_dask(n: int) -> da.Array:
@@ -227,7 +247,7 @@ def _open_tiff(path: Path, notes: list[str]) -> _Source:
             return da.zeros((0, *shape), dtype=dtype)
         chunks = (_chunk_frames(shape, dtype), *shape)
         return da.from_array(
-            _MemmapFrames(memmap(n)),
+            _MemmapFrames(memmap, n),
             chunks=chunks,
             name=_dask_name(path),
             asarray=False,
@@ -258,21 +278,32 @@ def _check_frame(
 
 
 class _MemmapFrames:
-    """A memmap that dask cannot copy.
+    """A memory-mapped file as dask's array: each read maps, copies and unmaps.
 
     ``da.from_array`` copies array inputs that have a ``copy`` method (an
     ``np.memmap`` does), which reads the whole file at open: GBs of I/O and memory.
-    Behind this minimal array protocol, only the chunks asked for are read.
+    Behind this minimal array protocol, only the chunks asked for are read. Nothing
+    here holds the file: a map (an open file descriptor) lives only while a chunk is
+    read, and the chunk returned is a copy — napari's chunk cache keeps results, and
+    a view would keep every map (and file) a viewer ever showed open, even after its
+    layer was deleted (one open TIFF per recorded run).
     """
 
-    def __init__(self, mm: np.memmap) -> None:
-        self._mm = mm
-        self.shape: tuple[int, ...] = mm.shape
-        self.dtype = mm.dtype
-        self.ndim = mm.ndim
+    def __init__(self, memmap: Callable[[int], np.memmap], n: int) -> None:
+        self._memmap = memmap
+        self._n = n
+        probe = memmap(n)
+        self.shape: tuple[int, ...] = probe.shape
+        self.dtype = probe.dtype
+        self.ndim = probe.ndim
+        del probe
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        return np.asarray(self._mm[key])
+        mm = self._memmap(self._n)
+        try:
+            return np.array(mm[key], copy=True)
+        finally:
+            del mm
 
 
 def _declared_frames(description: str) -> int | None:
@@ -374,6 +405,8 @@ class _VideoFrames:
         start, stop, step = first.indices(self.shape[0])
         wanted = range(start, stop, step)
         out = np.zeros((len(wanted), *self.shape[1:]), dtype=np.uint8)
+        if len(wanted):
+            check_regular(self.path)  # OpenCV would block on a FIFO
         decoded = self._read(wanted) if len(wanted) else None
         if decoded is not None:
             for i, frame in enumerate(decoded):
@@ -404,6 +437,7 @@ def _open_video(path: Path, notes: list[str]) -> _Source:
 
     from ..writer.codecs import quiet_opencv
 
+    check_regular(path)  # OpenCV would block on a FIFO
     with quiet_opencv():
         cap = cv2.VideoCapture(os.fspath(path))
     try:
@@ -437,6 +471,7 @@ def _open_video(path: Path, notes: list[str]) -> _Source:
 def _open_source(path: Path, notes: list[str]) -> _Source:
     if not path.exists():
         raise FileNotFoundError(f"data file not found: {path}")
+    check_regular(path)  # a FIFO or device: refused now, never opened
     if path.name.lower().endswith(VIDEO_EXTENSIONS):
         return _open_video(path, notes)
     return _open_tiff(path, notes)
@@ -668,21 +703,35 @@ def run_notes_files(data: Path) -> list[Path]:
     return sorted(p for p in best if len(p.name) == longest)
 
 
-def read_notes(paths: list[Path]) -> list[str]:
-    """Non-blank lines of notes files (undecodable bytes replaced, unreadable skipped)."""
+def read_notes(paths: list[Path], problems: list[str] | None = None) -> list[str]:
+    """Non-blank lines of notes files (undecodable bytes replaced).
+
+    A notes file that cannot be read — missing, a FIFO or device, larger than
+    ``MAX_FILE_BYTES`` (e.g. a link to ``/dev/zero``) — is skipped, and said so in
+    ``problems`` when given.
+    """
     lines: list[str] = []
     for p in paths:
         try:
-            text = p.read_text(encoding="utf-8", errors="replace")
-        except OSError:
+            text = read_text(p, MAX_FILE_BYTES, errors="replace")
+        except OSError as exc:
+            if problems is not None:
+                problems.append(f"cannot read notes {p.name}: {_reason(exc, p)}")
             continue
         lines.extend(line for line in text.splitlines() if line.strip())
     return lines
 
 
-def run_notes(data: Path) -> list[str]:
+def _reason(exc: OSError, path: Path) -> str:
+    """The error without the path it starts with (the caller names the file)."""
+    text = str(exc.strerror or exc)
+    prefix = f"{os.fspath(path)}: "
+    return text[len(prefix) :] if text.startswith(prefix) else text
+
+
+def run_notes(data: Path, problems: list[str] | None = None) -> list[str]:
     """The notes of the run ``data`` belongs to."""
-    return read_notes(run_notes_files(data))
+    return read_notes(run_notes_files(data), problems)
 
 
 def open_recording(path: str | os.PathLike[str]) -> Recording:
@@ -743,7 +792,7 @@ def _build(data: Path, only: str | None) -> Recording:
         sidecar_state=state,
         files=files,
         index=index,
-        notes=run_notes(data),
+        notes=run_notes(data, notes),
         warnings=notes,
         _sources=sources,
         _frames=frames,

@@ -138,7 +138,7 @@ def summarize_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
         and not short
         and not any(p.startswith("cannot decode") for p in problems),
         "problems": problems,
-        "notes": run_notes(data) if rec is None else list(rec.notes),
+        "notes": run_notes(data, problems) if rec is None else list(rec.notes),
     }
 
 
@@ -185,14 +185,20 @@ def summarize_run(folder: str | os.PathLike[str]) -> dict[str, Any]:
     for path in manifests:
         try:
             summary = read_manifest_summary(path)
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, RecursionError) as exc:
             complete = False
-            errors.append(f"corrupt manifest {path.name}: {str(exc).splitlines()[0]}")
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            errors.append(f"corrupt manifest {path.name}: {text}")
             continue
         complete = complete and summary["complete"]
         errors.extend(summary["errors"])
     notes = read_notes(
-        [p for p in sorted(folder.rglob("*_notes.txt")) if not _in_processed(p, folder)]
+        [
+            p
+            for p in sorted(folder.rglob("*_notes.txt"))
+            if not _in_processed(p, folder)
+        ],
+        errors,  # a notes file that cannot be read is said, not skipped silently
     )
     recordings = [summarize_recording(p) for p in find_recordings(folder)]
     return {

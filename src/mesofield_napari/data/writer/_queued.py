@@ -28,9 +28,11 @@ from ..clock import frame_clock, local_iso
 from ..errors import RecordingError
 from ..formats.frame_json import frame_meta_json
 from ..formats.journal import (
+    DIRECT_KEY,
     FrameJournal,
     JournalWriteError,
     Mode,
+    write_direct_sidecar,
     write_sidecar_from_journal,
 )
 from ..formats.names import with_name_suffix
@@ -290,14 +292,22 @@ class QueuedWriterMixin:
         else:
             yield Path(self._filename)
 
-    def _write_sidecar(self, payload: dict[str, Any] | None = None) -> None:
+    def _write_sidecar(
+        self,
+        payload: dict[str, Any] | None = None,
+        *,
+        direct_frames: int | None = None,
+    ) -> None:
         """Atomically write the legacy JSON, then drop the journal (never before).
 
-        In MDA mode the sidecar is streamed from the journal (``payload`` is ignored:
-        subclasses pass upstream's ``frame_metadatas``, which stays empty); direct
-        mode writes ``payload``. A writer that failed before writing any frame
+        The sidecar is streamed from the journal, one frame in memory at a time: MDA
+        mode ``{"p0": [...]}`` (``payload`` is ignored: subclasses pass upstream's
+        ``frame_metadatas``, which stays empty); direct mode ``{"frame_metadatas":
+        [the first direct_frames entries], **payload}``. Without a journal,
+        ``payload`` is written as is. A writer that failed before writing any frame
         leaves no sidecar at all, so the name stays free for a retry and nothing
-        claims to be a (0-frame) recording.
+        claims to be a (0-frame) recording. When the sidecar cannot be written the
+        journal is closed but kept, for ``recover``.
         """
         if self.error is not None and not self._frames_by_position:
             with self._io_lock:
@@ -307,16 +317,26 @@ class QueuedWriterMixin:
             return
         journal = self._journal
         try:
-            if journal is not None and journal.mode == "mda":
+            if journal is not None:
                 journal.flush()  # this (the writer) thread's batched lines
                 with self._io_lock:
                     journal.sync()
+            if journal is not None and journal.mode == "mda":
                 write_sidecar_from_journal(
                     journal.path, self.sidecar_path, list(self._frames_by_position)
+                )
+            elif journal is not None and direct_frames is not None:
+                write_direct_sidecar(
+                    journal.path, self.sidecar_path, direct_frames, payload or {}
+                )
+            elif direct_frames is not None:  # direct mode without a journal
+                write_json_atomic(
+                    self.sidecar_path, {DIRECT_KEY: [], **(payload or {})}, indent=None
                 )
             else:
                 write_json_atomic(self.sidecar_path, payload or {}, indent=None)
         except OSError as exc:
+            self._release_journal()  # the file stays for recover; the handle goes
             kept = journal.path if journal is not None else None
             raise RecordingError(
                 f"could not write sidecar {self.sidecar_path.name}: {exc}; "

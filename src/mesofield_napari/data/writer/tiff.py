@@ -320,6 +320,7 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
                 if target.fd >= 0:
                     fileio.close(target.fd)
         if problems:
+            self._release_journal()  # recover finishes these files from it
             raise RecordingError(
                 "could not finish " + "; ".join(problems) + f"; frames are kept "
                 f"(run `mesofield-napari recover {self._filename}`)"

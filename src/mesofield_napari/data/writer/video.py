@@ -228,7 +228,7 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
             "writer": writer,
             "shape": (int(height), int(width)),
             "is_color": bool(is_color),
-            "frames": [],
+            "written": 0,  # frames encoded; their metadata is in the journal only
             "t0": time.perf_counter(),
             "count": 0,
             "lock": threading.Lock(),
@@ -284,10 +284,10 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
             state = self._direct
             t = entry["runner_time_ms"] / 1000.0
             _encode(state["writer"], self._to_video_frame(frame, state["is_color"]), t)
-            state["frames"].append(entry)
-            self._frames_by_position["frame_metadatas"] = len(state["frames"])
+            state["written"] += 1
+            self._frames_by_position["frame_metadatas"] = state["written"]
             if self._journal is not None:
-                self._journal.append(entry)
+                self._journal.append(entry)  # the store: nothing kept per frame
         elif kind == "open_direct_journal":
             self._open_journal("direct", args[0])
         elif kind == "finish_direct":
@@ -298,15 +298,13 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
     def _finish_direct(self, extra: dict[str, Any]) -> None:
         state = self._direct
         assert state is not None
-        path, expected = Path(self._filename), len(state["frames"])
+        path, expected = Path(self._filename), state["written"]
         found, problem = self._close_video(state["writer"], path, expected)
         if found < expected:
-            del state["frames"][found:]
             self._set_frames("frame_metadatas", found)
-        payload: dict[str, Any] = {"frame_metadatas": state["frames"]}
-        payload.update({"codec": self.fourcc, "fps": self._fps})
-        payload.update(extra)
-        self._write_sidecar(payload)
+        fields: dict[str, Any] = {"codec": self.fourcc, "fps": self._fps}
+        fields.update(extra)
+        self._write_sidecar(fields, direct_frames=found)
         if found < expected and self.error is None:
             raise RecordingError(
                 f"{path.name}: only {found} of {expected} frame(s) decode"
