@@ -135,11 +135,6 @@ class RunWatch:
         self.last_camera_ms = ms
 
     # ------------------------------------------------------------ verdict
-    @property
-    def camera_messages(self) -> list[str]:
-        """What the camera thread raised and what pymmcore-plus warned about."""
-        return [*self.thread_errors, *self._collector.messages]
-
     def buffer_overflowed(self) -> bool:
         try:
             return bool(self.core.isBufferOverflowed())

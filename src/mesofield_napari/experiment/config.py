@@ -168,7 +168,6 @@ class Experiment:
     encoder: EncoderSpec | None
     configuration: dict[str, Any]
     subjects: dict[str, dict[str, Any]]
-    display_keys: list[str] = field(default_factory=list)
     experiment_directory: Path | None = None
     hardware_extra: dict[str, Any] = field(default_factory=dict)
     json_extra: dict[str, Any] = field(default_factory=dict)
@@ -271,7 +270,7 @@ def load_experiment(target: str | Path) -> Experiment:
     hw = _read_yaml(hardware_path)
     cfg = _read_json(json_path)
     cameras, encoder, hw_extra = _parse_hardware(hardware_path, hw)
-    configuration, subjects, keys, directory, json_extra = _parse_json(json_path, cfg)
+    configuration, subjects, directory, json_extra = _parse_json(json_path, cfg)
     return Experiment(
         hardware_path=hardware_path,
         json_path=json_path,
@@ -279,7 +278,6 @@ def load_experiment(target: str | Path) -> Experiment:
         encoder=encoder,
         configuration=configuration,
         subjects=subjects,
-        display_keys=keys,
         experiment_directory=directory,
         hardware_extra=hw_extra,
         json_extra=json_extra,
@@ -636,7 +634,7 @@ def _parse_encoder(path: Path, raw: Any) -> EncoderSpec:
 # ---------------------------------------------------------------- experiment.json
 def _parse_json(
     path: Path, data: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[str], Path | None, dict]:
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]], Path | None, dict[str, Any]]:
     configuration = data.get("Configuration", {})
     if not isinstance(configuration, dict):
         raise ExperimentError(f"{path}: 'Configuration' must be an object")
@@ -672,6 +670,7 @@ def _parse_json(
                     f"{path}: Subjects.{sid}.{key} must be a string or number, "
                     f"got {value!r}"
                 )
+    # mesofield's GUI hint (which Configuration keys it shows): checked, not used
     keys = data.get("DisplayKeys", [])
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise ExperimentError(f"{path}: 'DisplayKeys' must be a list of names")
@@ -682,7 +681,6 @@ def _parse_json(
     return (
         configuration,
         {str(k): dict(v) for k, v in subjects.items()},
-        keys,
         _relative_to(path, directory),
         extra,
     )

@@ -35,7 +35,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from mesokit_schema import DataqueuePayloadSchema
 
@@ -67,16 +67,6 @@ START_TIMEOUT_S = 30.0  # a camera's MDA must have started by then
 STOP_TIMEOUT_S = 60.0  # per device: drain + finalize
 STALL_GRACE_S = 30.0  # primary still short of its frames at 2x duration + this: stalled
 DEFAULT_SIZE = (512, 512)
-
-
-class Device(Protocol):
-    device_id: str
-
-    def start(self) -> None: ...
-
-    def stop(self, timeout: float = ...) -> None: ...
-
-    def status(self) -> dict[str, Any]: ...
 
 
 # ---------------------------------------------------------------- live display

@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from ..acquisition.timelapse import Writer
     from ..live import LiveTraces
 
-WriterChoice = Literal["tiff", "mp4", "both"]
 WRITER_CHOICES: tuple[str, ...] = ("tiff", "mp4", "both")
 LOW_DISK_BYTES = 2 * 2**30  # warn below this much free space...
 LOW_DISK_SECONDS = 300.0  # ...or when the disk fills within this time

@@ -35,13 +35,11 @@ from ..formats.frameindex import (
     scan_journal,
     scan_sidecar,
 )
-from ..formats.journal import legacy_payload, read_journal
 from ..formats.names import split_extension, with_name_suffix
 from ..formats.safe_open import (
     MAX_FILE_BYTES,
     check_regular,
     open_regular,
-    read_bytes,
     read_text,
 )
 from ..formats.sidecar import (
@@ -61,7 +59,6 @@ __all__ = [
     "Recording",
     "RecordingWarning",
     "load_index",
-    "load_metadata",
     "open_recording",
     "open_run",
 ]
@@ -71,7 +68,6 @@ TIFF_EXTENSIONS = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf")
 DATA_EXTENSIONS = TIFF_EXTENSIONS + VIDEO_EXTENSIONS
 SidecarState = Literal["final", "journal", "corrupt", "missing"]
 _CHUNK_BYTES = 32 * 2**20  # dask chunk target: a few frames of a large camera
-_MAX_WHOLE_SIDECAR = 2**30  # load_metadata holds it all (2.7 KiB a frame beside)
 
 
 class RecordingWarning(UserWarning):
@@ -79,44 +75,9 @@ class RecordingWarning(UserWarning):
 
 
 # ---------------------------------------------------------------- metadata
-def load_metadata(data: Path) -> tuple[dict[str, Any], SidecarState, list[str]]:
-    """The legacy payload, its state and what was ignored while reading it.
-
-    A corrupt sidecar falls back to the journal when there is one.
-    """
-    spath, jpath = sidecar_path(data), journal_path(data)
-    notes: list[str] = []
-    if spath.exists():
-        try:
-            payload = json.loads(read_bytes(spath, _MAX_WHOLE_SIDECAR).decode("utf-8"))
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            notes.append(f"sidecar {spath.name} is not valid JSON ({_short(exc)})")
-        except OSError as exc:
-            notes.append(f"cannot read sidecar {spath.name}: {_reason(exc, spath)}")
-        else:
-            if isinstance(payload, dict):
-                return payload, "final", notes
-            notes.append(f"sidecar {spath.name} does not hold a JSON object")
-        if not jpath.exists():
-            return {}, "corrupt", [*notes, "opened without frame metadata"]
-        notes.append(f"using the journal {jpath.name} instead")
-    if jpath.exists():
-        try:
-            contents = read_journal(jpath)
-        except (OSError, ValueError, RecursionError) as exc:
-            why = _journal_problem(exc, jpath)
-            return {}, "corrupt", [*notes, f"unreadable journal: {why}"]
-        if contents.bad_lines:
-            notes.append(
-                f"ignored {contents.bad_lines} unreadable line(s) in {jpath.name}"
-            )
-        mode = "direct" if contents.header.get("mode") == "direct" else "mda"
-        return legacy_payload(mode, contents.entries), "journal", notes
-    return {}, "missing", notes
-
-
 def load_index(data: Path) -> tuple[FrameIndex, SidecarState, list[str]]:
-    """Like :func:`load_metadata`, streaming: counts and clocks, no per-frame dicts.
+    """The frame index of a recording (its sidecar, else its journal), streaming:
+    counts and clocks, no per-frame dicts; its state and what was ignored.
 
     Memory is ~16 bytes a frame however long the run (see ``frameindex``).
     """
