@@ -49,6 +49,7 @@ from qtpy.QtWidgets import (
 
 from ..data.batch import DFF_METHODS
 from ..data.batch.selection import camera_name
+from ..data.formats.names import DATA_EXTENSIONS, VIDEO_EXTENSIONS
 from ..models.batch_export import (
     DEFAULT_PATTERN,
     OPERATION_CHOICES,
@@ -92,7 +93,7 @@ INT_MAX = 2**31 - 1
 LEGEND_ROWS = 3  # legend entries per column that fit in the canvas' top margin
 LEGEND_CHARS = 44
 RECORDING_FILTER = (
-    "Recordings (*.ome.tif *.ome.tiff *.tif *.tiff *.btf *.mp4 *.avi);;All files (*)"
+    "Recordings (" + " ".join(f"*{e}" for e in DATA_EXTENSIONS) + ");;All files (*)"
 )
 
 
@@ -205,7 +206,7 @@ class BatchExportWidget(QWidget):
         self.fix_first_frame = CheckBox(
             value=d["fix_first_frame"], label="Fix first frame"
         )
-        self.ext = ComboBox(choices=(".mp4", ".avi"), value=d["ext"], label="Format")
+        self.ext = ComboBox(choices=VIDEO_EXTENSIONS, value=d["ext"], label="Format")
         self.fps = _float("fps", d["fps"], 0, 1e5, tooltip="0 = from the sidecar")
         self.fourcc = LineEdit(
             value=d["fourcc"], label="FourCC", tooltip="empty = default codec"

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.batch.options import OPERATION_CHOICES, OPTION_OPERATION
+from ..data.formats.names import VIDEO_EXTENSIONS
 from ._args import EXIT_USAGE, CLIError, non_negative_float, number, positive_int
 
 
@@ -52,7 +53,7 @@ def _frame(text: str) -> int | str:
 
 def _ext(text: str) -> str:
     ext = text.lower() if text.startswith(".") else "." + text.lower()
-    if ext not in (".mp4", ".avi"):
+    if ext not in VIDEO_EXTENSIONS:
         raise argparse.ArgumentTypeError(f"expected .mp4 or .avi, got {text!r}")
     return ext
 

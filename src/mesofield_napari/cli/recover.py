@@ -30,12 +30,13 @@ def cmd(args: argparse.Namespace) -> int:
     """One recording, or every crashed recording of an experiment/session/run folder."""
     from ..data import recover
     from ..data.formats.sidecar import JOURNAL_SUFFIX, data_path_for
+    from ..data.manager.paths import is_processed
 
     if args.path.is_dir():
         targets = [
             data_path_for(j)
             for j in sorted(args.path.rglob(f"*{JOURNAL_SUFFIX}"))
-            if "processed" not in j.relative_to(args.path).parts[:-1]
+            if not is_processed(j, args.path)
         ]
         if not targets:
             if args.json:

@@ -37,7 +37,7 @@ from .formats.journal import (
     summarize_journal,
     write_sidecar_from_journal,
 )
-from .formats.names import with_name_suffix
+from .formats.names import is_video, with_name_suffix
 from .formats.sidecar import (
     journal_path,
     recording_path,
@@ -47,7 +47,7 @@ from .formats.sidecar import (
 from .formats.tiff_layout import finish_exact
 from .formats.video_check import VideoLostError, decodable_frames
 from .manager.manifest import EXTRA_KEY, write_manifest
-from .writer.codecs import VIDEO_EXTENSIONS
+from .manager.paths import session_folder
 
 __all__ = ["RecoveryReport", "complete_run_manifest", "finish_tiffs", "recover"]
 
@@ -221,10 +221,6 @@ def _recover_files(path: str | os.PathLike[str]) -> RecoveryReport:
 
 
 # ---------------------------------------------------------------- videos
-def is_video(path: Path) -> bool:
-    return path.name.lower().endswith(VIDEO_EXTENSIONS)
-
-
 def position_file(data: Path, key: str, keys: list[str]) -> Path:
     """The video holding position ``key`` (``<stem>_<key><ext>`` when several)."""
     if len(keys) > 1 or not data.exists():
@@ -266,12 +262,6 @@ def trim_to_decodable(
 
 
 # ---------------------------------------------------------------- the run manifest
-
-
-def session_folder(data: Path) -> Path:
-    """The session folder of a data file (the parent of ``func/``/``beh/``)."""
-    folder = data.parent
-    return folder.parent if folder.name in ("func", "beh") else folder
 
 
 def _manifest_for(data: Path) -> tuple[Path, AcquisitionManifest, str] | None:

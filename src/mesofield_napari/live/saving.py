@@ -1,7 +1,7 @@
 """A run's live traces on disk, in its data queue and in its manifest.
 
 Where: the run's processed folder, next to the batch exports
-(``<experiment>/processed/sub-X/ses-Y/``, ``data.batch.jobs.default_out_dir``):
+(``<experiment>/processed/sub-X/ses-Y/``, ``data.manager.paths.processed_folder``):
 
 * ``<stem>_meso-live-roi<k>-trace.csv`` — ``Slice,Mean,time_s``: the 1-based frame
   number the sample came from, the ROI mean, seconds from the run's first frame
@@ -26,16 +26,15 @@ import os
 import secrets
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import IO, TYPE_CHECKING, Any
 
 from mesokit_schema import DataqueuePayloadSchema
 
 from .._platform import fileio
-from ..data.batch.jobs import default_out_dir
 from ..data.clock import local_iso
-from ..data.formats.names import split_extension
+from ..data.formats.names import VIDEO_EXTENSIONS, split_extension
 from ..data.manager.manifest import Producer
+from ..data.manager.paths import processed_folder
 from .sink import Sample
 
 if TYPE_CHECKING:
@@ -49,8 +48,7 @@ FLUSH_INTERVAL_S = 1.0
 
 def processed_dir(run_dir: Path) -> Path:
     """Where the batch exports of this run's recordings go (the same rule)."""
-    # default_out_dir takes a recording; only its path's folder matters
-    return default_out_dir(SimpleNamespace(path=Path(run_dir) / "_"))  # type: ignore[arg-type]
+    return processed_folder(run_dir)
 
 
 def traces_queue_rows(with_dff: bool) -> DataqueuePayloadSchema:
@@ -75,7 +73,7 @@ def camera_stem(run: RunManager) -> str:
         sidecar = Path(writer.sidecar_path)
         data_name = sidecar.name.removesuffix("_frame_metadata.json")
         stem, ext = split_extension(data_name)
-        video = ext.lower() in (".mp4", ".avi")  # as the batch's output_stem tags it
+        video = ext.lower() in VIDEO_EXTENSIONS  # as the batch's output_stem tags it
         return stem + ("_" + ext.lstrip(".").lower() if video else "")
     return run.paths.name("live", "")
 

@@ -32,7 +32,7 @@ from ..data.batch.options import OPERATION_CHOICES, OPTION_OPERATION
 from ..data.batch.parallel import BatchSummary, run_batch
 from ..data.batch.traces import TraceResult
 from ..data.batch.video_export import export_video
-from ..data.formats.names import split_extension
+from ..data.formats.names import VIDEO_EXTENSIONS, split_extension
 
 __all__ = [
     "DEFAULT_PATTERN",
@@ -60,7 +60,6 @@ __all__ = [
 #: folders are searched recursively for recordings whose names match (empty = every
 #: recording: the TIFF cameras, and videos when ``include_videos``)
 DEFAULT_PATTERN = ""
-VIDEO_EXTS = (".mp4", ".avi")
 
 #: the export options the widget takes apart: the ROI (and so the camera it was
 #: drawn on) comes from a layer, not an option; the contrast is two spin boxes and
@@ -196,7 +195,7 @@ def _dff_params(opts: Mapping[str, Any]) -> dict[str, Any]:
 def _video_params(opts: Mapping[str, Any]) -> dict[str, Any]:
     ext = str(opts["ext"]).lower()
     ext = ext if ext.startswith(".") else "." + ext
-    if ext not in VIDEO_EXTS:
+    if ext not in VIDEO_EXTENSIONS:
         raise RequestError(f"ext must be .mp4 or .avi, got {opts['ext']!r}")
     params: dict[str, Any] = {"out_ext": ext}
     fps = _finite("fps", opts["fps"])

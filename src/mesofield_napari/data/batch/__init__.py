@@ -16,7 +16,6 @@ from .jobs import (
     ProgressCallback,
     default_out_dir,
     output_stem,
-    run_folder,
 )
 from .montage import MontageResult, montage, projection
 from .parallel import OPERATIONS, BatchSummary, JobResult, expand_paths, run_batch
@@ -46,6 +45,5 @@ __all__ = [
     "projection",
     "roi_mask",
     "run_batch",
-    "run_folder",
     "sampling_rate",
 ]

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..._platform import fileio
 from ..formats.names import split_extension
+from ..manager.paths import processed_folder, session_folder
 
 if TYPE_CHECKING:
     from ..reader.recording import Recording
@@ -36,7 +37,6 @@ __all__ = [
     "output_stem",
     "position_key",
     "resolve_out_dir",
-    "run_folder",
 ]
 
 BLOCK_BYTES = 32 * 2**20  # frames handled at once
@@ -111,28 +111,10 @@ def output_stem(rec: Recording, position: str | None = None) -> str:
     return Path(stem).name + tag
 
 
-def run_folder(path: str | os.PathLike[str]) -> Path:
-    """The run folder: the parent of ``func/``/``beh/`` if the file is in one."""
-    folder = Path(path).parent
-    return folder.parent if folder.name in ("func", "beh") else folder
-
-
 def default_out_dir(rec: Recording) -> Path:
-    """Where datakit looks for (and prefers) processed outputs.
-
-    A recording of ``<experiment>/data/sub-<s>/ses-<n>/`` exports to
-    ``<experiment>/processed/sub-<s>/ses-<n>/``; one outside that layout (run folders
-    written before it) to ``<run folder>/processed``.
-    """
-    session = run_folder(rec.path)
-    sub = session.parent
-    if (
-        session.name.startswith("ses-")
-        and sub.name.startswith("sub-")
-        and sub.parent.name == "data"
-    ):
-        return sub.parent.parent / "processed" / sub.name / session.name
-    return session / "processed"
+    """Where datakit looks for (and prefers) processed outputs
+    (:func:`~..manager.paths.processed_folder` of the recording's session)."""
+    return processed_folder(session_folder(rec.path))
 
 
 def resolve_out_dir(rec: Recording, out_dir: str | os.PathLike[str] | None) -> Path:

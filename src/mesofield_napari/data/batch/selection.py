@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..formats.names import split_extension
+from ..formats.names import VIDEO_EXTENSIONS, is_video, split_extension
+from ..manager.paths import is_processed
 
 if TYPE_CHECKING:
     from ..reader.recording import Recording
@@ -38,7 +39,6 @@ __all__ = [
     "trace_name",
 ]
 
-VIDEO_EXTENSIONS = (".mp4", ".avi")
 VIDEO_SKIP_REASON = (
     "a video (a lossy 8-bit preview); the batch takes the TIFF cameras — pass "
     "include_videos=True (--include-videos, the widget's 'Include videos') to "
@@ -71,10 +71,6 @@ class Selection:
     skipped: list[Skipped] = field(default_factory=list)
 
 
-def is_video(path: str | os.PathLike[str]) -> bool:
-    return split_extension(Path(path).name)[1].lower() in VIDEO_EXTENSIONS
-
-
 def select_recordings(
     paths: Iterable[str | os.PathLike[str]],
     pattern: str | None = None,
@@ -98,7 +94,7 @@ def select_recordings(
             out.setdefault(p)
             continue
         for found in find_recording_paths(p):
-            if "processed" in found.relative_to(p).parts[:-1]:
+            if is_processed(found, p):
                 continue
             if pattern and not fnmatch.fnmatch(found.name, pattern):
                 continue

@@ -1,4 +1,5 @@
-"""File-name helpers that keep compound extensions (``.ome.tiff``) whole."""
+"""Our file names: the recording extensions, and helpers that keep compound
+extensions (``.ome.tiff``) whole."""
 
 from __future__ import annotations
 
@@ -6,15 +7,27 @@ import os
 from collections.abc import Collection
 from pathlib import Path
 
-# longest first, so ".ome.tiff" wins over ".tiff"
-COMPOUND_EXTENSIONS = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf", ".mp4", ".avi")
+# the one table of recording extensions; longest first, so ".ome.tiff" wins
+TIFF_EXTENSIONS = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf")
+VIDEO_EXTENSIONS = (".mp4", ".avi")
+DATA_EXTENSIONS = TIFF_EXTENSIONS + VIDEO_EXTENSIONS
+
+
+def is_video(path: str | os.PathLike[str]) -> bool:
+    """A video recording by its name (``.mp4``/``.avi``)."""
+    return os.fspath(path).lower().endswith(VIDEO_EXTENSIONS)
+
+
+def is_recording_name(path: str | os.PathLike[str]) -> bool:
+    """A TIFF or video recording by its name."""
+    return os.fspath(path).lower().endswith(DATA_EXTENSIONS)
 
 
 def split_extension(path: str | os.PathLike[str]) -> tuple[str, str]:
     """``/a/x.ome.tiff`` -> (``/a/x``, ``.ome.tiff``); unknown suffixes as Path does."""
     name = os.fspath(path)
     lower = name.lower()
-    for ext in COMPOUND_EXTENSIONS:
+    for ext in DATA_EXTENSIONS:
         if lower.endswith(ext):
             return name[: -len(ext)], name[-len(ext) :]
     p = Path(name)

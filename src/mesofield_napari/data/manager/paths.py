@@ -40,6 +40,43 @@ _MAX_CLAIM_TRIES = 3600  # an hour of seconds: more runs in one second is a bug
 DERIVED_NAME_MARGIN = len("._99_frame_metadata.json.000000000000.tmp")
 
 
+PROCESSED_DIR = "processed"  # export outputs (datakit prefers them to its own)
+
+
+def session_folder(data_file: str | os.PathLike[str]) -> Path:
+    """The session (run) folder of a data file: the parent of ``func/``/``beh/``."""
+    folder = Path(data_file).parent
+    return folder.parent if folder.name in ("func", "beh") else folder
+
+
+def processed_folder(session: str | os.PathLike[str]) -> Path:
+    """Where the exports of a session's recordings go, where datakit looks.
+
+    ``<experiment>/data/sub-<s>/ses-<n>/`` exports to
+    ``<experiment>/processed/sub-<s>/ses-<n>/``; a folder outside that layout (run
+    folders written before it) to ``<folder>/processed``.
+    """
+    session = Path(session)
+    sub = session.parent
+    if (
+        session.name.startswith("ses-")
+        and sub.name.startswith("sub-")
+        and sub.parent.name == "data"
+    ):
+        return sub.parent.parent / PROCESSED_DIR / sub.name / session.name
+    return session / PROCESSED_DIR
+
+
+def is_processed(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` lies in a ``processed/`` folder below ``folder`` (exports,
+    never recordings)."""
+    try:
+        parts = Path(path).relative_to(folder).parts[:-1]
+    except ValueError:
+        return False
+    return PROCESSED_DIR in parts
+
+
 def validate_label(what: str, value: object) -> str:
     """A BIDS label: ASCII letters and digits only (no separators, no ``..``)."""
     text = str(value).strip()

@@ -35,7 +35,12 @@ from ..formats.frameindex import (
     scan_journal,
     scan_sidecar,
 )
-from ..formats.names import split_extension, with_name_suffix
+from ..formats.names import (
+    DATA_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    split_extension,
+    with_name_suffix,
+)
 from ..formats.safe_open import (
     MAX_FILE_BYTES,
     check_regular,
@@ -49,6 +54,7 @@ from ..formats.sidecar import (
     recording_path,
     sidecar_path,
 )
+from ..manager.paths import is_processed
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -63,9 +69,6 @@ __all__ = [
     "open_run",
 ]
 
-VIDEO_EXTENSIONS = (".mp4", ".avi")
-TIFF_EXTENSIONS = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf")
-DATA_EXTENSIONS = TIFF_EXTENSIONS + VIDEO_EXTENSIONS
 SidecarState = Literal["final", "journal", "corrupt", "missing"]
 _CHUNK_BYTES = 32 * 2**20  # dask chunk target: a few frames of a large camera
 
@@ -778,18 +781,6 @@ def _position_files(data: Path, keys: list[str], notes: list[str]) -> dict[str, 
     if len(keys) > 1:
         notes.append(f"ignored metadata of position(s) {', '.join(keys[1:])}")
     return {keys[0] if keys else "p0": data}
-
-
-PROCESSED_DIR = "processed"
-
-
-def is_processed(path: Path, folder: Path) -> bool:
-    """Whether ``path`` lies in a ``processed/`` folder below ``folder`` (exports)."""
-    try:
-        parts = path.relative_to(folder).parts[:-1]
-    except ValueError:
-        return False
-    return PROCESSED_DIR in parts
 
 
 def find_recording_paths(folder: str | os.PathLike[str]) -> list[Path]:

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from ..formats.names import split_extension
+from ..formats.names import is_video
 from ..formats.sidecar import recording_path
 from ..frame_timing import LATE_FACTOR, frame_timing
+from ..manager.paths import is_processed
 
 DROP_FACTOR = LATE_FACTOR  # the name the inspector used; see frame_timing
 
@@ -117,9 +118,7 @@ def summarize_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
     duration, fps = timing.duration_s, timing.fps
     return {
         "path": str(data),
-        "kind": "video"
-        if split_extension(data)[1].lower() in (".mp4", ".avi")
-        else "tiff",
+        "kind": "video" if is_video(data) else "tiff",
         "exists": files_exist,
         "frames": sum(by_position.values()),
         "frames_listed": sum(listed.values()),
@@ -178,7 +177,7 @@ def summarize_run(folder: str | os.PathLike[str]) -> dict[str, Any]:
     manifests = [
         p
         for p in sorted(folder.rglob("*_manifest.json"))
-        if not _in_processed(p, folder)
+        if not is_processed(p, folder)
     ]
     complete = bool(manifests)
     errors: list[str] = []
@@ -193,11 +192,7 @@ def summarize_run(folder: str | os.PathLike[str]) -> dict[str, Any]:
         complete = complete and summary["complete"]
         errors.extend(summary["errors"])
     notes = read_notes(
-        [
-            p
-            for p in sorted(folder.rglob("*_notes.txt"))
-            if not _in_processed(p, folder)
-        ],
+        [p for p in sorted(folder.rglob("*_notes.txt")) if not is_processed(p, folder)],
         errors,  # a notes file that cannot be read is said, not skipped silently
     )
     recordings = [summarize_recording(p) for p in find_recordings(folder)]
@@ -307,7 +302,3 @@ def inspect_lines(summary: dict[str, Any]) -> list[str]:
         lines.extend(f"  note: {n}" for n in run["notes"])
         lines.extend(f"  error: {e}" for e in run["errors"])
     return lines
-
-
-def _in_processed(path: Path, root: Path) -> bool:
-    return "processed" in path.relative_to(root).parts[:-1]

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-VIDEO_EXTENSIONS = (".mp4", ".avi")
+from ..formats.names import VIDEO_EXTENSIONS
+
 DEFAULT_FOURCC = "H264"
 FOURCC_ENV = "MESOFIELD_FOURCC"
 FALLBACK_FOURCC = {".mp4": "h264", ".avi": "MJPG"}  # h264: PyAV, not OpenCV

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..._platform import fileio
 from ..errors import RecordingError
-from ..formats.names import check_new_file
+from ..formats.names import TIFF_EXTENSIONS, check_new_file
 from ..formats.sidecar import journal_path, sidecar_path
 from ..formats.tiff_layout import TiffLayout, create_tiff, finish_exact, tail_bound
 from ._pipeline import DEFAULT_FLUSH_INTERVAL_S, DEFAULT_MAX_QUEUE_BYTES, WriterStats
@@ -52,8 +52,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["CustomWriter", "WriterStats"]
-
-TIFF_EXTENSIONS = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf")
 
 
 # until Stop: disk reserved ahead of the frames, between 16 and 256 MiB at a time
