@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .journal import JOURNAL_FORMAT
-from .safe_open import MAX_LINE_BYTES, bounded_lines, open_regular
+from .journal import iter_journal
+from .safe_open import MAX_LINE_BYTES, open_regular
 
 __all__ = [
     "FrameIndex",
@@ -256,58 +256,33 @@ def scan_sidecar(path: str | Path) -> FrameIndex:
     return FrameIndex(path, "sidecar", positions=lists, extra=extra)
 
 
-# ---------------------------------------------------------------- journal
-def _journal_lines(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed object or ``_BAD``) for each non-blank line."""
-    loads = json.loads
-    with open_regular(path) as fh:  # never a FIFO or device
-        for n, raw in enumerate(bounded_lines(fh)):
-            if raw is None:  # longer than any frame's line: counted as bad
-                yield n, _BAD
-                continue
-            line = raw.decode("utf-8", "replace").strip()
-            if not line:
-                continue
-            try:
-                yield n, loads(line)
-            except (json.JSONDecodeError, RecursionError):
-                yield n, _BAD
-
-
-_BAD = object()
 _START = object()
 
 
+# ---------------------------------------------------------------- journal
 def scan_journal(path: str | Path) -> FrameIndex:
     """Index a journal line by line (a line cut short by a crash is counted as bad).
 
-    Raises ``ValueError`` when the first line is not a journal header, like
-    ``journal.read_journal``.
+    Reads through :func:`~.journal.iter_journal`, the one journal parser: raises
+    ``ValueError`` when the first line is not a journal header.
     """
     path = Path(path)
     index = FrameIndex(path, "journal")
-    header: dict[str, Any] = {}
     direct: PositionIndex | None = None
-    for n, obj in _journal_lines(path):
-        if not isinstance(obj, dict):
-            index.bad_lines += 1
-        elif n == 0 and obj.get("format") == JOURNAL_FORMAT:
-            header = obj
-            if obj.get("mode") == "direct":
-                direct = index.positions.setdefault(_DIRECT, PositionIndex())
-        elif isinstance(obj.get("meta"), dict):
+    for kind, obj in iter_journal(path):
+        if kind == "frame":
             if direct is not None:
                 direct.add(obj["meta"])
             else:
                 key = str(obj.get("pos", "p0"))
                 index.positions.setdefault(key, PositionIndex()).add(obj["meta"])
-        elif isinstance(obj.get("layout"), dict):
-            continue  # how a TIFF was laid out (for recover), not a frame
-        else:
+        elif kind == "header":
+            index.header = obj
+            if obj.get("mode") == "direct":
+                direct = index.positions.setdefault(_DIRECT, PositionIndex())
+        elif kind == "bad":
             index.bad_lines += 1
-    if not header:
-        raise ValueError(f"{path} is not a mesofield frame journal (no header line)")
-    index.header = header
+        # "layout": how a TIFF was laid out (for recover), not a frame
     return index
 
 
@@ -329,14 +304,9 @@ def load_entries(index: FrameIndex, key: str, limit: int) -> list[dict[str, Any]
                     break
         return out
     direct_mode = index.header.get("mode") == "direct"
-    for n, obj in _journal_lines(index.path):
-        if not isinstance(obj, dict) or (
-            n == 0 and obj.get("format") == JOURNAL_FORMAT
-        ):
-            continue
-        meta = obj.get("meta")
-        if isinstance(meta, dict) and (direct_mode or str(obj.get("pos", "p0")) == key):
-            out.append(meta)
+    for kind, obj in iter_journal(index.path):
+        if kind == "frame" and (direct_mode or str(obj.get("pos", "p0")) == key):
+            out.append(obj["meta"])
             if len(out) >= limit:
                 break
     return out
