@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .data.errors import short_reason
 from .data.formats.sidecar import (
     JOURNAL_SUFFIX,
     SIDECAR_SUFFIX,
@@ -185,13 +186,15 @@ def _layers(rec: Recording, skipped: list[str]) -> list[LayerData]:
             limits = contrast_limits(data) if not rgb else None
         except Exception as exc:  # a corrupt file fails here first: anything
             if not _first_frame_readable(data):
-                why = f"cannot read the pixels of {rec.files[pos]} ({_short(exc)})"
+                why = (
+                    f"cannot read the pixels of {rec.files[pos]} ({short_reason(exc)})"
+                )
                 skipped.append(why)
                 warnings.warn(f"skipped: {why}", RecordingWarning, stacklevel=2)
                 continue
             warnings.warn(
                 f"{rec.files[pos].name}: no contrast limits, some frames cannot be "
-                f"read ({_short(exc)})",
+                f"read ({short_reason(exc)})",
                 RecordingWarning,
                 stacklevel=2,
             )
@@ -211,11 +214,6 @@ def _first_frame_readable(data: Any) -> bool:
     except Exception:
         return False
     return True
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) < 120 else text[:117] + "..."
 
 
 def contrast_limits(data: Any) -> tuple[float, float] | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._platform import fileio
+from ..data.errors import gigabytes
 
 if TYPE_CHECKING:
     from pymmcore_plus import CMMCorePlus
@@ -55,19 +56,15 @@ def planned_bytes(
     return out
 
 
-def _gb(nbytes: float) -> str:
-    return f"{nbytes / 1e9:.2f} GB"
-
-
 def check_free_space(folder: Path, frames: int, needs: dict[str, int]) -> None:
     """Raise ``ValueError`` (one line) when the planned files cannot fit."""
     free = shutil.disk_usage(folder).free
     total = sum(needs.values())
     if total > free:
-        parts = ", ".join(f"{kind} {_gb(n)}" for kind, n in needs.items())
+        parts = ", ".join(f"{kind} {gigabytes(n)}" for kind, n in needs.items())
         raise ValueError(
-            f"not enough disk space for {frames} frames: they need {_gb(total)} "
-            f"({parts}), {_gb(free)} free on {folder}"
+            f"not enough disk space for {frames} frames: they need {gigabytes(total)} "
+            f"({parts}), {gigabytes(free)} free on {folder}"
         )
 
 

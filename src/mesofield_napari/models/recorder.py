@@ -31,6 +31,7 @@ from ..acquisition.sequencing import chunked_sequencing, endless_timelapse
 from ..acquisition.timelapse import add_writers, min_frames_written, timelapse
 from ..data.manager.paths import normalize_session, validate_label
 from ..data.manager.run_manager import RunManager
+from ..data.writer import is_open_ended
 from ..data.writer.signals import connect_direct, disconnect_quietly
 
 if TYPE_CHECKING:
@@ -560,7 +561,7 @@ class RecordingSession:
     def _ours(self, seq: useq.MDASequence) -> bool:
         """Is ``seq`` our own time-lapse (sized, or the endless one until Stop)?"""
         if self._sequence is None:  # until Stop: the runner wraps our events
-            return type(seq).__name__ == "GeneratorMDASequence"
+            return is_open_ended(seq)
         return bool(seq.uid == self._sequence.uid)
 
     def _on_started(self, seq: useq.MDASequence, meta: Any = None) -> None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from ..errors import short_reason
 from ..formats.frameindex import (
     FrameIndex,
     NotAnObjectError,
@@ -92,7 +93,9 @@ def load_index(data: Path) -> tuple[FrameIndex, SidecarState, list[str]]:
         except NotAnObjectError:
             notes.append(f"sidecar {spath.name} does not hold a JSON object")
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            notes.append(f"sidecar {spath.name} is not valid JSON ({_short(exc)})")
+            notes.append(
+                f"sidecar {spath.name} is not valid JSON ({short_reason(exc)})"
+            )
         except OSError as exc:
             notes.append(f"cannot read sidecar {spath.name}: {_reason(exc, spath)}")
         if not jpath.exists():
@@ -117,12 +120,7 @@ def load_index(data: Path) -> tuple[FrameIndex, SidecarState, list[str]]:
 def _journal_problem(exc: BaseException, jpath: Path) -> str:
     if isinstance(exc, OSError):
         return f"{jpath.name}: {_reason(exc, jpath)}"
-    return _short(exc)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) < 120 else text[:117] + "..."
+    return short_reason(exc)
 
 
 def _skipped_entries(index: FrameIndex, notes: list[str]) -> None:
@@ -181,7 +179,7 @@ def _open_tiff(path: Path, notes: list[str]) -> _Source:
     except OSError:
         raise
     except Exception as exc:  # tifffile raises struct.error, IndexError, ...
-        raise ValueError(f"cannot read TIFF {path}: {_short(exc)}") from exc
+        raise ValueError(f"cannot read TIFF {path}: {short_reason(exc)}") from exc
     if bits not in (8, 16, 32, 64):
         # no camera writes these; a bit flip does (and imagecodecs would decode the
         # 16-bit pixels as packed 7-bit ones: plausible-looking garbage)
@@ -324,7 +322,7 @@ def _open_tiff_zarr(path: Path, notes: list[str]) -> _Source:
             store.close()
         if isinstance(exc, OSError):
             raise
-        raise ValueError(f"cannot read TIFF {path}: {_short(exc)}") from exc
+        raise ValueError(f"cannot read TIFF {path}: {short_reason(exc)}") from exc
     notes.append(f"{path.name} is not contiguous; read through zarr (slower)")
     return _Source(
         path, int(arr.shape[0]), tuple(arr.shape[1:]), arr.dtype, lambda n: arr[:n]

@@ -133,7 +133,7 @@ class QueuedWriterMixin:
 
     # ------------------------------------------------------------ MDA callbacks
     def sequenceStarted(self, seq: useq.MDASequence, meta: Any = _NULL) -> None:
-        if type(seq).__name__ == "GeneratorMDASequence":
+        if is_open_ended(seq):
             import useq
 
             # an endless run (until Stop): its ``sizes`` warns and is empty, so
@@ -349,12 +349,19 @@ class QueuedWriterMixin:
                 self._journal = None
 
 
+def is_open_ended(seq: Any) -> bool:
+    """A sequence of unknown length: pymmcore-plus hands an iterable of events
+    (e.g. ``acquisition.endless_timelapse``) to handlers as a
+    ``GeneratorMDASequence`` (checked by name: upstream does not export it)."""
+    return type(seq).__name__ == "GeneratorMDASequence"
+
+
 def sequence_sizes(seq: Any) -> dict[str, int]:
     """``seq.sizes``, or ``{}`` for a sequence of unknown length.
 
     pymmcore-plus hands an iterable of events to handlers as a
     ``GeneratorMDASequence`` whose ``sizes`` warns and is empty.
     """
-    if seq is None or type(seq).__name__ == "GeneratorMDASequence":
+    if seq is None or is_open_ended(seq):
         return {}
     return dict(seq.sizes)

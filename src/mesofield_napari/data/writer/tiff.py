@@ -38,12 +38,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..._platform import fileio
-from ..errors import RecordingError
+from ..errors import RecordingError, gigabytes
 from ..formats.names import TIFF_EXTENSIONS, check_new_file
 from ..formats.sidecar import journal_path, sidecar_path
 from ..formats.tiff_layout import TiffLayout, create_tiff, finish_exact, tail_bound
 from ._pipeline import DEFAULT_FLUSH_INTERVAL_S, DEFAULT_MAX_QUEUE_BYTES, WriterStats
-from ._queued import _NULL, QueuedWriterMixin
+from ._queued import _NULL, QueuedWriterMixin, is_open_ended
 from ._upstream import OMETiffWriter
 
 if TYPE_CHECKING:
@@ -182,14 +182,8 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
         return self._position_sizes
 
     def sequenceStarted(self, seq: useq.MDASequence, meta: Any = _NULL) -> None:
-        open_ended = type(seq).__name__ == "GeneratorMDASequence"
-        self._growing = self._until_stop or open_ended
-        if open_ended:
-            import useq
-
-            # its ``sizes`` warns and is empty: upstream gets a plain empty sequence
-            seq = useq.MDASequence()
-        super().sequenceStarted(seq, meta)
+        self._growing = self._until_stop or is_open_ended(seq)
+        super().sequenceStarted(seq, meta)  # (an open-ended seq is swapped there)
 
     # ------------------------------------------------------------ seed API
     def new_array(
@@ -247,7 +241,7 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
             if isinstance(exc, RecordingError):
                 raise
             raise RecordingError(
-                f"cannot reserve {_gb(pages * frame_bytes)} for {path.name}: "
+                f"cannot reserve {gigabytes(pages * frame_bytes)} for {path.name}: "
                 f"{exc.strerror or exc}"
             ) from exc
         mmap = np.memmap(
@@ -381,16 +375,12 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
             fileio.data_sync(target.fd)
 
 
-def _gb(nbytes: int) -> str:
-    return f"{nbytes / 1e9:.2f} GB"
-
-
 def _check_free_space(path: Path, nbytes: int) -> None:
     free = shutil.disk_usage(path.parent).free
     if nbytes > free:
         raise RecordingError(
-            f"not enough disk space for {path.name}: needs {_gb(nbytes)}, "
-            f"{_gb(free)} free on {path.parent}"
+            f"not enough disk space for {path.name}: needs {gigabytes(nbytes)}, "
+            f"{gigabytes(free)} free on {path.parent}"
         )
 
 
