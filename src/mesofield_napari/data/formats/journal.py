@@ -19,21 +19,20 @@ same for a journal left behind by a crash, after making its TIFFs exact.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import secrets
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 from ..._platform import fileio
 from ..clock import local_iso
 from ..errors import RecordingError
 from .safe_open import bounded_lines, open_regular
-from .tiff_layout import TiffLayout, pause_point
+from .sidecar import atomic_text
+from .tiff_layout import TiffLayout
 
 JOURNAL_FORMAT = "mesofield-frame-journal"
 Mode = Literal["mda", "direct"]
@@ -254,25 +253,6 @@ def summarize_journal(path: str | os.PathLike[str]) -> JournalSummary:
     return summary
 
 
-@contextlib.contextmanager
-def _atomic_text(path: Path) -> Iterator[IO[str]]:
-    """A new text file that appears under ``path`` only once complete and synced
-    (temp file, full sync, rename, folder sync); "\n" line ends on every system."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = fileio.open_binary(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            yield fh
-            fh.flush()
-            pause_point("sidecar_tmp")
-            fileio.full_sync(fh.fileno())
-        fileio.replace(tmp, path)
-    except BaseException:
-        fileio.unlink(tmp)
-        raise
-    fileio.sync_dir(path.parent)
-
-
 def write_sidecar_from_journal(
     journal: str | os.PathLike[str],
     sidecar: str | os.PathLike[str],
@@ -288,7 +268,7 @@ def write_sidecar_from_journal(
     if positions is None:
         positions = list(summarize_journal(journal).frames)
     counts: dict[str, int] = {}
-    with _atomic_text(Path(sidecar)) as fh:
+    with atomic_text(sidecar, pause="sidecar_tmp") as fh:
         fh.write("{")
         for p, pos in enumerate(positions):
             fh.write((", " if p else "") + json.dumps(pos) + ": [")
@@ -317,7 +297,7 @@ def write_direct_sidecar(
     one entry in memory at a time -- byte for byte what ``json.dump`` of the whole
     payload wrote. Returns the entries written."""
     n = 0
-    with _atomic_text(Path(sidecar)) as fh:
+    with atomic_text(sidecar, pause="sidecar_tmp") as fh:
         fh.write("{" + json.dumps(DIRECT_KEY) + ": [")
         for kind, obj in iter_journal(journal):
             if n >= limit:

@@ -7,13 +7,14 @@ in direct mode. Downstream analysis code parses these files, so the layout is ex
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -88,14 +89,17 @@ def to_jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def write_json_atomic(
-    path: str | os.PathLike[str], payload: Any, indent: int | None = 2
-) -> Path:
-    """Write JSON to a temp file in the same folder, fsync it, then rename it in place.
+@contextlib.contextmanager
+def atomic_text(
+    path: str | os.PathLike[str], pause: str | None = None
+) -> Iterator[IO[str]]:
+    """A text file that appears under ``path`` only once complete and synced.
 
-    A reader (or a crash) never sees a half-written sidecar: either the old state or
-    the complete new file. Byte for byte the same on every system (binary fd,
-    ``\n`` line ends), and synced with ``full_sync`` before the rename.
+    Written to a temp file in the same folder, fully synced (``full_sync``), renamed
+    over ``path``, then the folder synced: a reader (or a crash) sees the old state
+    or the complete new file, never half of one. UTF-8 with ``\n`` line ends: the
+    same bytes on every system. ``pause`` names a test hook point (``pause_point``)
+    between the last byte and the sync.
     """
     path = Path(path)
     # not tempfile.mkstemp: its files are mode 0600, which would make the sidecar
@@ -104,12 +108,24 @@ def write_json_atomic(
     fd = fileio.open_binary(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            json.dump(payload, fh, indent=indent, allow_nan=True)
+            yield fh
             fh.flush()
+            if pause is not None:
+                from .tiff_layout import pause_point
+
+                pause_point(pause)
             fileio.full_sync(fh.fileno())
         fileio.replace(tmp, path)
     except BaseException:
         fileio.unlink(tmp)
         raise
     fileio.sync_dir(path.parent)
-    return path
+
+
+def write_json_atomic(
+    path: str | os.PathLike[str], payload: Any, indent: int | None = 2
+) -> Path:
+    """Write JSON atomically (:func:`atomic_text`): the old file or the whole new one."""
+    with atomic_text(path) as fh:
+        json.dump(payload, fh, indent=indent, allow_nan=True)
+    return Path(path)
