@@ -15,7 +15,26 @@ from __future__ import annotations
 import logging
 
 PYMM_LOGGER = "pymmcore-plus"
-CONSOLE_FILTER_NAMES = ("ConsoleFilter", "_ConsoleFilter")  # the CLI's console rule
+
+
+class ConsoleFilter(logging.Filter):
+    """What the CLI lets reach the terminal as ``LEVEL: message``.
+
+    pymmcore-plus's records below CRITICAL are dropped (a run's camera trouble is
+    collected by :class:`~.run_watch.RunWatch` and reported once, in the run's
+    errors), and so are our own ERROR records: every failure they describe is in
+    ``run.errors`` and printed once at the end.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.CRITICAL:
+            return True
+        if record.name.startswith(PYMM_LOGGER):
+            return False
+        return not (
+            record.name.startswith("mesofield_napari")
+            and record.levelno >= logging.ERROR
+        )
 
 
 def quiet_pymmcore_console() -> None:
@@ -31,7 +50,7 @@ def quiet_pymmcore_console() -> None:
 def cli_console_active() -> bool:
     """True when the CLI's one-line console handler is on the root logger."""
     return any(
-        type(f).__name__ in CONSOLE_FILTER_NAMES
+        isinstance(f, ConsoleFilter)
         for h in logging.getLogger().handlers
         for f in h.filters
     )

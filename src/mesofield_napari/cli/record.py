@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .._platform.console import StopRequests
+from ..acquisition.console_log import quiet_pymmcore_console
 from ..acquisition.core_release import release_core
 from ._args import (
     EXIT_USAGE,
@@ -31,7 +32,6 @@ from ._args import (
     positive_int,
     prepare_out_dir,
 )
-from .output import quiet_pymmcore
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -150,7 +150,7 @@ def _make_core(args: argparse.Namespace) -> Any:
         raise CLIError(str(exc)) from exc
     except Exception as exc:
         raise CLIError(f"cannot load {args.config}: {exc}") from exc
-    quiet_pymmcore()  # its console handler exists now
+    quiet_pymmcore_console()  # its console handler exists now
     return core
 
 
