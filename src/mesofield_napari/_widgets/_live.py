@@ -1,4 +1,4 @@
-"""What the recorder's live views share: settings, close watching, live layers.
+"""What the recorder's docks share: settings, finalizing on close, live layers.
 
 A live layer shows a camera's newest frame only, decimated to at most
 ``LIVE_MAX_SIDE`` pixels (``scale`` keeps world coordinates), updated in place with
@@ -13,10 +13,12 @@ from __future__ import annotations
 import math
 import os
 import time
+import weakref
 from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QEvent, QObject, QSettings, QTimer
+from qtpy.QtWidgets import QApplication, QMainWindow, QWidget
 
 LIVE_INTERVAL_MS = 33  # newest frame into a live layer at most ~30 times a second
 LIVE_MAX_INTERVAL_MS = 1000  # ...and at least once a second however busy the GUI is
@@ -52,6 +54,53 @@ class CloseWatcher(QObject):
         if event is not None and event.type() == QEvent.Type.Close:
             self._callback()
         return False
+
+
+class FinalizeOnClose:
+    """Mixin for the docks that record: whichever way napari or the dock closes, the
+    dock's ``shutdown()`` finalizes every file.
+
+    napari quitting (``aboutToQuit``), napari's window closing (watched once the dock
+    reaches it), the dock being closed (re-parented to None while ``busy_closing()``)
+    and the widget's own close all call ``shutdown``. Call
+    :meth:`_finalize_on_close` at the end of ``__init__``.
+    """
+
+    def _finalize_on_close(self: Any) -> None:
+        self._close_watcher = CloseWatcher(self.shutdown, self)
+        self._watched: QWidget | None = None
+        ref = weakref.ref(self)
+        if (app := QApplication.instance()) is not None:
+            app.aboutToQuit.connect(lambda: (w := ref()) and w.shutdown())
+
+    def busy_closing(self) -> bool:
+        """Whether closing the dock now would lose something (default: always)."""
+        return True
+
+    def napari_window(self: Any) -> QWidget | None:
+        """napari's main window once this widget is docked in it (else None)."""
+        top = self.window()
+        return top if isinstance(top, QMainWindow) else None
+
+    def _watch_napari_window(self: Any) -> None:
+        top = self.napari_window()
+        if top is not None and top is not self._watched:
+            top.installEventFilter(self._close_watcher)
+            self._watched = top
+
+    def event(self: Any, ev: QEvent | None) -> bool:
+        if ev is not None and ev.type() == QEvent.Type.ParentChange:
+            if self.parent() is None:
+                # napari removes a closed dock by re-parenting its widget to None
+                if self.busy_closing():
+                    self.shutdown()
+            else:  # docked: the dock may reach napari's window only a bit later
+                QTimer.singleShot(0, self._watch_napari_window)
+        return super().event(ev)  # type: ignore[misc]
+
+    def closeEvent(self: Any, ev: Any) -> None:
+        self.shutdown()
+        super().closeEvent(ev)  # type: ignore[misc]
 
 
 class LivePacer:

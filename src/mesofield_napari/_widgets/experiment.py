@@ -22,11 +22,10 @@ import contextlib
 import os
 import threading
 import time
-import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import QEvent, QSettings, Qt, QTimer, Signal
+from qtpy.QtCore import QSettings, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -37,7 +36,6 @@ from qtpy.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
-    QMainWindow,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -55,7 +53,7 @@ from ..experiment import (
 )
 from ._live import (
     LIVE_INTERVAL_MS,
-    CloseWatcher,
+    FinalizeOnClose,
     LivePacer,
     absolute_path,
     settings_store,
@@ -83,7 +81,7 @@ def default_output(experiment: Experiment) -> Path | None:
     return experiment.experiment_directory
 
 
-class ExperimentPanel(QWidget):
+class ExperimentPanel(FinalizeOnClose, QWidget):
     """Load an experiment, Record / Stop the whole rig, watch every device."""
 
     finished = Signal(object)  # run.result() dict, on the GUI thread, layers reopened
@@ -119,13 +117,7 @@ class ExperimentPanel(QWidget):
         self._table_timer.setInterval(TABLE_INTERVAL_MS)
         self._table_timer.timeout.connect(self._refresh_table)
 
-        self._close_watcher = CloseWatcher(self.shutdown, self)
-        self._watched: QWidget | None = None
-        ref = weakref.ref(self)
-        from qtpy.QtWidgets import QApplication
-
-        if (app := QApplication.instance()) is not None:
-            app.aboutToQuit.connect(lambda: (w := ref()) and w.shutdown())
+        self._finalize_on_close()  # whichever way napari or the dock closes
 
         target = str(self._settings.value("experiment/target", "", type=str))
         output = str(self._settings.value("experiment/output", "", type=str))
@@ -604,25 +596,8 @@ class ExperimentPanel(QWidget):
             self._show_error("\n".join(problems))
 
     # ------------------------------------------------------------------ Qt
-    def event(self, ev: QEvent | None) -> bool:
-        if ev is not None and ev.type() == QEvent.Type.ParentChange:
-            if self.parent() is None:
-                # napari removes a closed dock by re-parenting its widget to None
-                if self.busy:
-                    self.shutdown()
-            else:
-                QTimer.singleShot(0, self._watch_napari_window)
-        return super().event(ev)
-
-    def _watch_napari_window(self) -> None:
-        top = self.window()
-        if isinstance(top, QMainWindow) and top is not self._watched:
-            top.installEventFilter(self._close_watcher)
-            self._watched = top
-
-    def closeEvent(self, ev: Any) -> None:
-        self.shutdown()
-        super().closeEvent(ev)
+    def busy_closing(self) -> bool:
+        return self.busy
 
 
 def _short_kind(kind: str) -> str:

@@ -10,10 +10,9 @@ Every way out (Stop, an MDA error, closing the dock, closing napari) finalizes f
 from __future__ import annotations
 
 import contextlib
-import weakref
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import QEvent, Qt, QTimer, Signal
+from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -24,7 +23,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QMainWindow,
     QPlainTextEdit,
     QPushButton,
     QSpinBox,
@@ -41,7 +39,7 @@ from ..models.recorder import (
 )
 from ._live import (
     LIVE_INTERVAL_MS,
-    CloseWatcher,
+    FinalizeOnClose,
     LivePacer,
     absolute_path,
     settings_store,
@@ -91,7 +89,7 @@ def parse_contrast(text: str) -> tuple[float, float] | None:
     return lo, hi
 
 
-class RecorderWidget(QWidget):
+class RecorderWidget(FinalizeOnClose, QWidget):
     """Set up a run, Record, watch frames arrive, add notes, Stop."""
 
     finished = Signal(object)  # RunOutcome, on the GUI thread, after layers are swapped
@@ -129,14 +127,7 @@ class RecorderWidget(QWidget):
         self._status_timer.timeout.connect(self._tick)
         self._status_timer.start()
 
-        # finalize on napari closing, whichever way it closes (watched once docked)
-        self._close_watcher = CloseWatcher(self.shutdown, self)
-        self._watched: QWidget | None = None
-        app_ref = weakref.ref(self)
-        from qtpy.QtWidgets import QApplication
-
-        if (app := QApplication.instance()) is not None:
-            app.aboutToQuit.connect(lambda: (w := app_ref()) and w.shutdown())
+        self._finalize_on_close()  # whichever way napari or the dock closes
         self._rebind_core()
         self._describe_core()
         self._validate()
@@ -404,15 +395,10 @@ class RecorderWidget(QWidget):
             core = self._sim_core()
         return core
 
-    def _napari_window(self) -> QWidget | None:
-        """napari's main window once this widget is docked in it (else None)."""
-        top = self.window()
-        return top if isinstance(top, QMainWindow) else None
-
     def _find_core(self) -> CMMCorePlus | None:
         if self._given_core is not None:
             return self._given_core
-        win = find_main_window(self._napari_window())
+        win = find_main_window(self.napari_window())
         if win is not None:
             return win.core
         return self._own_core
@@ -426,7 +412,7 @@ class RecorderWidget(QWidget):
 
     def open_micromanager(self) -> Any:
         """Dock napari-micromanager (on the simulated camera unless one is there)."""
-        win = find_main_window(self._napari_window())
+        win = find_main_window(self.napari_window())
         if win is None:
             win = open_main_window(self.viewer, self._sim_core())
         self._rebind_core()
@@ -448,7 +434,7 @@ class RecorderWidget(QWidget):
 
     def _describe_core(self) -> None:
         core = self._core
-        has_mm = find_main_window(self._napari_window()) is not None
+        has_mm = find_main_window(self.napari_window()) is not None
         self.open_mm_button.setVisible(micromanager_available() and not has_mm)
         if core is None:
             self.core_label.setText(
@@ -498,7 +484,7 @@ class RecorderWidget(QWidget):
 
     def _start_timelapse(self, core: CMMCorePlus) -> None:
         session = self._new_session(core)
-        self._suppress.enter_context(display_suppressed(self._napari_window(), core))
+        self._suppress.enter_context(display_suppressed(self.napari_window(), core))
         try:
             run = session.start()
         except Exception as exc:
@@ -654,25 +640,11 @@ class RecorderWidget(QWidget):
             self.status_label.setText(text)
 
     # ------------------------------------------------------------------ Qt
-    def event(self, ev: QEvent | None) -> bool:
-        if ev is not None and ev.type() == QEvent.Type.ParentChange:
-            if self.parent() is None:
-                # napari removes a closed dock by re-parenting its widget to None
-                if self.session is not None or (
-                    self.experiment_panel is not None and self.experiment_panel.busy
-                ):
-                    self.shutdown()
-            else:  # docked: the dock may reach napari's window only a bit later
-                QTimer.singleShot(0, self._watch_napari_window)
-        return super().event(ev)
+    def busy_closing(self) -> bool:
+        return self.session is not None or (
+            self.experiment_panel is not None and self.experiment_panel.busy
+        )
 
     def _watch_napari_window(self) -> None:
-        top = self._napari_window()
-        if top is not None and top is not self._watched:
-            top.installEventFilter(self._close_watcher)
-            self._watched = top
-        self._rebind_core()
-
-    def closeEvent(self, ev: Any) -> None:
-        self.shutdown()
-        super().closeEvent(ev)
+        super()._watch_napari_window()
+        self._rebind_core()  # napari-micromanager may be docked in that window
