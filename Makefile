@@ -1,7 +1,7 @@
 # One-command set-up for a fresh Linux (or macOS) machine: `make demo` runs the main
 # job (the napari app records a run through the recorder widget, under Xvfb when a
 # Linux machine has no screen), `make test` runs the test-suite. Both create .venv and
-# install what they need. Windows: the PowerShell commands in docs/platforms.md.
+# install what they need. Windows: the PowerShell commands in the README (Platforms).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -44,7 +44,7 @@ app: $(VENV)/.installed system-deps
 	$(BIN)/mesofield-napari gui $(if $(CONFIG),--config $(CONFIG))
 
 # Linux: the whole suite, then the file layer's tests under the Windows and macOS
-# emulation (tests/_emulate_os.py, docs/platforms.md). macOS (and Git Bash on
+# emulation (tests/_emulate_os.py, the README's Platforms section). macOS (and Git Bash on
 # Windows): the files the emulation proved, on the real system.
 PLATFORM_TESTS := $(shell cat tests/platform-suite.txt)
 EMULATED := -q -p no:cacheprovider -m "not slow" $(PLATFORM_TESTS)

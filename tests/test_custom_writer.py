@@ -1,4 +1,4 @@
-"""CustomWriter: BigTIFF OME-TIFF + legacy frame-metadata sidecar (DESIGN.md §3)."""
+"""CustomWriter: BigTIFF OME-TIFF + legacy frame-metadata sidecar (docs/design.md §5)."""
 
 from __future__ import annotations
 

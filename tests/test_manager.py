@@ -1,5 +1,5 @@
 """RunManager: run folder, file names, notes, timestamps, configuration, data queue
-and manifest (DESIGN.md §3), exercised with the simulated camera and real writers."""
+and manifest (docs/design.md §5), exercised with the simulated camera and real writers."""
 
 from __future__ import annotations
 

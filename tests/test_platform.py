@@ -3,7 +3,7 @@
 Each test holds on every system; the ones marked ``emulated`` need the emulation's
 counters or its Windows/macOS file semantics and skip without them. Under
 ``--emulate-os=windows`` or ``macos`` each of them failed before the ``_platform``
-layer (see ``docs/platforms.md``).
+layer (see ``docs/design.md`` §8).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Fail loudly when pymmcore-plus changes the surface our writers are built on.
 
 Our writers subclass ``pymmcore_plus.mda.handlers.OMETiffWriter`` (a deprecated module,
-DESIGN.md §4): they override some of its methods and rely on its ``frameReady`` calling
+docs/design.md §9): they override some of its methods and rely on its ``frameReady`` calling
 the others with fixed positional arguments. If upstream removes or reshapes any of them,
 these tests say so before a recording silently goes wrong.
 """

@@ -1,4 +1,4 @@
-"""CV2Writer: MP4/AVI through OpenCV, MDA-driven and direct mode (DESIGN.md §3)."""
+"""CV2Writer: MP4/AVI through OpenCV, MDA-driven and direct mode (docs/design.md §5)."""
 
 from __future__ import annotations
 

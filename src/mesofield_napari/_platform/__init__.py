@@ -8,7 +8,7 @@ Windows-only calls that need ``kernel32`` are in ``_win32`` (loaded only there).
 
 :func:`system` is also the seam the test-suite's platform emulation overrides (it
 answers ``"windows"`` or ``"macos"`` on Linux and puts an NTFS stand-in in place of
-``_win32``): see ``docs/platforms.md``.
+``_win32``): see ``docs/design.md`` §8.
 """
 
 from __future__ import annotations

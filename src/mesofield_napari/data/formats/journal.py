@@ -316,7 +316,7 @@ def write_direct_sidecar(
 def legacy_payload(
     mode: Mode, entries: list[dict[str, Any]], extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Build the legacy sidecar dict from journal entries (DESIGN.md §3)."""
+    """Build the legacy sidecar dict from journal entries (docs/design.md §5)."""
     if mode == "direct":
         return {"frame_metadatas": [e["meta"] for e in entries], **(extra or {})}
     payload: dict[str, list[dict[str, Any]]] = {}

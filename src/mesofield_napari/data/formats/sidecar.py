@@ -1,6 +1,6 @@
 """Frame-metadata sidecar: file names, JSON encoding and atomic writes.
 
-The legacy contract (see DESIGN.md §3) is ``<data file>_frame_metadata.json`` holding
+The legacy contract (docs/design.md §5) is ``<data file>_frame_metadata.json`` holding
 ``{"p0": [FrameMetaV1, ...], ...}`` in MDA mode, or ``{"frame_metadatas": [...], ...}``
 in direct mode. Downstream analysis code parses these files, so the layout is exact.
 """

@@ -1,4 +1,4 @@
-"""Every path of a run, computed from one place (DESIGN.md §3, mesokit-schema).
+"""Every path of a run, computed from one place (docs/design.md §5, mesokit-schema).
 
     <experiment>/data/sub-<subject>/ses-<session>/
         <stamp>_sub-<subject>_ses-<session>_task-<task>_<suffix>.<ext>

@@ -1,5 +1,5 @@
 """The run manager: one run of a session with its writers, notes, timestamps,
-configuration, data queue and AcquisitionManifest (DESIGN.md §3).
+configuration, data queue and AcquisitionManifest (docs/design.md §5).
 
 Usage::
 

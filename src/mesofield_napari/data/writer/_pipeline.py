@@ -1,7 +1,7 @@
 """Hand frames from the acquisition thread to one writer thread, bounded in memory.
 
 The frameReady handler runs on the acquisition thread, the Qt main thread or
-pymmcore-plus's relay thread (DESIGN.md §4). It must stay cheap, so it only appends the
+pymmcore-plus's relay thread (docs/design.md §4). It must stay cheap, so it only appends the
 frame to a queue; one writer thread per writer does all disk and encoder work. The
 queue is bounded in *bytes*: when it is full the producer waits (back-pressure, counted
 in :class:`WriterStats`) instead of dropping a frame or letting memory grow without
