@@ -137,7 +137,7 @@ def _rig(folder: Path, kind: str = "wheel") -> Path:
 
 
 def _run(rig: Path, lines: bytes, device: str = "encoder") -> tuple[dict, dict]:
-    run = ExperimentRun(load_experiment(rig))
+    run = ExperimentRun(load_experiment(rig), out=rig.parent / "data")
     run.start()
     encoder = run.devices[device]
     if lines:
