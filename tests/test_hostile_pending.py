@@ -203,11 +203,6 @@ def test_a_second_ctrl_c_while_finishing_is_acknowledged_and_ignored(tmp_path):
 
 # ---------------------------------------------------------------- half-finished runs
 @pytest.mark.parametrize("point", ["writers_closed", "timestamps_written"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="run_recovery.py: a run killed after its sidecars (no journal left) keeps "
-    "a manifest saying incomplete with 0 frames; recover says nothing to recover",
-)
 def test_kill_after_the_sidecars_then_recover_finishes_the_run(tmp_path, point):
     marker = tmp_path / "paused"
     out = tmp_path / "exp"
@@ -232,11 +227,6 @@ def test_kill_after_the_sidecars_then_recover_finishes_the_run(tmp_path, point):
 
 # datakit's own treadmill code calls a pandas API that pandas deprecates: not ours
 @pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame")
-@pytest.mark.xfail(
-    strict=True,
-    reason="run_recovery.py: a crashed experiment's recovered manifest shows encoder "
-    "samples 0 and dataqueue_rows 0, and the queue is never fanned out",
-)
 def test_crashed_treadmill_experiment_recovers_counts_and_fan_out(tmp_path):
     from mesofield.datakit.core import Dataset
 
@@ -268,11 +258,6 @@ def test_crashed_treadmill_experiment_recovers_counts_and_fan_out(tmp_path):
     assert (errors["status"] == "ok").all(), errors.to_string()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run_recovery.py: a kill during the data queue's fan-out leaves its temp "
-    "file (72 MB on a long run), which recover never removes",
-)
 def test_kill_during_the_fan_out_leaves_no_temp_file_after_recover(tmp_path):
     marker = tmp_path / "paused"
     out = tmp_path / "exp"
@@ -318,11 +303,6 @@ run.stop(raise_errors=False)  # paused at writers_closed, then SIGKILLed
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run_recovery.py: recover does not trim the data queue to the frames in "
-    "the files (200 rows for 29 frames after a full disk and a kill)",
-)
 def test_recover_trims_queue_rows_of_frames_not_in_the_file(tmp_path):
     marker = tmp_path / "paused"
     out = tmp_path / "exp"
@@ -352,11 +332,6 @@ def test_recover_trims_queue_rows_of_frames_not_in_the_file(tmp_path):
 
 
 # ---------------------------------------------------------------- paths and memory
-@pytest.mark.xfail(
-    strict=True,
-    reason="journal.py finish_tiffs: a journal's layout.file is joined to its folder "
-    "unchecked; '../' makes recover truncate another finished recording",
-)
 def test_recover_never_touches_a_file_outside_the_journal_folder(tmp_path):
     victim_root = tmp_path / "other"
     done = run_cli(
@@ -406,11 +381,6 @@ print(json.dumps({"frames": report.frames, "peak_mib": round(peak / 2**20, 1)}))
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="journal.py recover: a video journal is read into memory whole "
-    "(read_journal) before the sidecar is written (757 MiB on a long run)",
-)
 def test_recover_of_a_long_video_journal_is_bounded_in_memory(tmp_path):
     from mesofield_napari.data import CV2Writer
 
