@@ -417,11 +417,6 @@ def test_recover_of_a_long_video_journal_is_bounded_in_memory(tmp_path):
 
 
 # ---------------------------------------------------------------- export
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli_export.py / batch: export of a recording still being written says ok "
-    "and writes a partial trace under the final name",
-)
 def test_export_refuses_a_recording_that_is_still_being_written(tmp_path):
     out = tmp_path / "exp"
     proc = start(
@@ -438,4 +433,8 @@ def test_export_refuses_a_recording_that_is_still_being_written(tmp_path):
         finally:
             killed(proc)
     assert "still being written" in (result.stdout + result.stderr), result.stdout
+    assert result.returncode != 0  # nothing final was exported
+    summary = json.loads(result.stdout)
+    assert summary["ok"] is False and summary["outputs"] == []
+    assert [s.get("unfinished") for s in summary["skipped"]] == [True]
     assert not list((out / "processed").rglob("*-mean-trace.csv"))
