@@ -5,9 +5,9 @@ the run, memory) and ``export`` while a run is still recording.
 Each test reproduces its finding with real processes and real kills (SIGKILL at a
 finishing step through the ``MESOFIELD_NAPARI_FINISH_PAUSE`` hook, new points
 ``writers_closed``, ``timestamps_written`` and ``dataqueue_tmp``) and states what a
-fixed build does. They are ``xfail(strict=True)``: when a fix lands, its test passes,
-the strict xfail fails, and the marker is removed. docs/reliability-round3.md holds
-the design note of each fix.
+fixed build does. They were ``xfail(strict=True)`` until the fixes landed
+(cli/signals.py, data/run_recovery.py, the layout and streaming checks of
+data/recovery.py, the batch's unfinished skip); docs/design.md §6 describes them.
 """
 
 from __future__ import annotations
@@ -171,11 +171,6 @@ def test_sighup_ends_an_until_stop_run_like_ctrl_c(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py: a second Ctrl-C during finalization exits 130 with no JSON "
-    "instead of being acknowledged and ignored until the files are safe",
-)
 def test_a_second_ctrl_c_while_finishing_is_acknowledged_and_ignored(tmp_path):
     marker = tmp_path / "paused"
     out = tmp_path / "exp"
