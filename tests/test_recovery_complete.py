@@ -1,8 +1,9 @@
 """After ``recover`` a crashed run looks like a finished one (marked recovered).
 
 Issue 18's "Recoveries are complete" (handed on with issue 21's recovery work): these
-tests state what is wanted; the one still ``xfail(strict=True)`` needs the video
-writer to create its journal with its first frame. Real parts: a ``record`` child
+tests state what is wanted (they were ``xfail(strict=True)`` until
+``data/run_recovery.py`` and the video writer's journal made with its first frame).
+Real parts: a ``record`` child
 SIGKILLed mid-run, ``recover`` as users run it, the files read back with tifffile
 and mesokit-schema.
 """
@@ -17,10 +18,6 @@ import sys
 import pytest
 
 from _helpers import journal_entry_lines, kill_after_journal, manifest_view
-
-XFAIL = (
-    "issue 18/21 recovery work (data/journal.py, run_recovery.py, video_recovery.py)"
-)
 
 
 def cli(*args: object) -> subprocess.CompletedProcess[str]:
@@ -128,9 +125,6 @@ raise RuntimeError("the script failed before its first frame")
 """
 
 
-@pytest.mark.xfail(
-    strict=True, reason=XFAIL + ": a writer that never got a frame leaves a journal"
-)
 def test_a_writer_that_never_received_a_frame_leaves_nothing(tmp_path):
     path = tmp_path / "pupil.mp4"
     res = run_script(FAILS_AFTER_BEGIN.format(path=str(path)))
