@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import tifffile
+
+from _helpers import wait_until
 from mesofield_napari.data.manager.dataqueue import finish_dataqueue
 from mesofield_napari.data.run_recovery import finish_run, is_running_manifest
 
@@ -104,3 +109,49 @@ def test_finish_dataqueue_trims_fans_out_and_is_idempotent(tmp_path):
     assert path.read_bytes() == once  # nothing left to change
     assert dict(again.rows_by_device) == {"cam": 4, "enc": 6}
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def journal_lines(root: Path) -> int:
+    return sum(
+        max(0, len(j.read_bytes().splitlines()) - 1)
+        for j in root.rglob("*_frame_metadata.jsonl")
+    )
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child")
+def test_recover_leaves_a_run_that_is_still_recording_alone(tmp_path):
+    out = tmp_path / "exp"
+    argv = [
+        sys.executable, "-m", "mesofield_napari", "record", "--out", str(out),
+        "--frames", "0", "--exposure", "5", "--size", "32x32", "--json",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_until(lambda: journal_lines(out) >= 10, 120, what="10 frames")
+        res = subprocess.run(
+            [sys.executable, "-m", "mesofield_napari", "recover", str(out), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+    assert res.returncode == 2 and "still being written" in res.stderr, res.stderr
+    assert json.loads(res.stdout)["runs"] == []  # nothing of the live run touched
+    assert proc.returncode == 0, stderr[-2000:]
+    payload = json.loads(stdout)
+    n = payload["frames_written"]
+    (tiff,) = out.rglob("*.ome.tiff")
+    with tifffile.TiffFile(tiff) as tf:
+        assert len(tf.pages) == n
+    (queue,) = out.rglob("*_dataqueue.csv")
+    assert len([r for r in rows(queue) if r["device_id"] == "mesoscope"]) == n
+    (manifest,) = out.rglob("*_manifest.json")
+    ours = json.loads(manifest.read_text(encoding="utf-8"))["extra"]["mesofield_napari"]
+    assert ours["state"] == "stopped" and "recovered" not in ours

@@ -34,6 +34,11 @@ def cmd(args: argparse.Namespace) -> int:
         return _recover_folder(args)
     if not args.path.exists() and not args.path.parent.is_dir():
         raise CLIError(f"no such file or folder: {args.path}")
+    from ..data.formats.sidecar import journal_path, recording_path
+    from ..data.run_recovery import growing
+
+    if growing([journal_path(recording_path(args.path))]):
+        raise CLIError(_LIVE.format(args.path))
     try:
         report = recover(args.path)
     except (OSError, ValueError) as exc:
@@ -51,7 +56,7 @@ def _recover_folder(args: argparse.Namespace) -> int:
     from ..data import recover
     from ..data.formats.sidecar import JOURNAL_SUFFIX, data_path_for
     from ..data.manager.paths import is_processed
-    from ..data.run_recovery import finish_run, is_running_manifest
+    from ..data.run_recovery import finish_run, growing, is_running_manifest, run_files
 
     def ours(path: Path) -> bool:
         return not is_processed(path, args.path)
@@ -61,9 +66,22 @@ def _recover_folder(args: argparse.Namespace) -> int:
         for m in sorted(args.path.rglob("*_manifest.json"))
         if ours(m) and is_running_manifest(m)
     ]
+    journals = [j for j in sorted(args.path.rglob(f"*{JOURNAL_SUFFIX}")) if ours(j)]
+    # one look at everything, once: a run or recording still being written is left
+    # alone (another process is recording into this folder)
+    files = {m: run_files(m) for m in runs}
+    live = growing([*journals, *(f for fs in files.values() for f in fs)])
+    failures: list[str] = []
+    for manifest in [m for m in runs if live & set(files[m])]:
+        failures.append(_LIVE.format(manifest.parent))
+        runs.remove(manifest)
+    owned = {f for fs in files.values() for f in fs}
+    for journal in [j for j in journals if j in live]:
+        if journal not in owned:  # a live run's own journal: said once, above
+            failures.append(_LIVE.format(data_path_for(journal)))
+        journals.remove(journal)
     reports: list[Any] = []
     finished: list[Any] = []
-    failures: list[str] = []
     for manifest in runs:
         try:
             run = finish_run(manifest)
@@ -75,7 +93,6 @@ def _recover_folder(args: argparse.Namespace) -> int:
             reports.extend(run.recordings)
             failures.extend(f"{manifest.parent}: {e}" for e in run.errors)
     # recordings outside those runs (or left by them: an error is reported once)
-    journals = [j for j in sorted(args.path.rglob(f"*{JOURNAL_SUFFIX}")) if ours(j)]
     for journal in journals:
         if not journal.exists() or any(
             journal.parent.is_relative_to(r.manifest.parent) for r in finished
@@ -109,6 +126,12 @@ def _recover_folder(args: argparse.Namespace) -> int:
     for line in failures:
         print(f"mesofield-napari recover: error: {line}", file=sys.stderr)
     return EXIT_USAGE if failures else 0
+
+
+_LIVE = (
+    "{}: still being written (its files grew in the last seconds): left as is; "
+    "stop that recording first"
+)
 
 
 def _print_report(report: Any) -> None:

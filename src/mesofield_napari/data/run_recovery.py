@@ -29,6 +29,7 @@ import csv
 import datetime as _dt
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,12 +47,17 @@ from .manager.paths import session_folder
 from .recovery import RecoveryReport, recover_file
 
 __all__ = [
+    "LIVE_CHECK_S",
     "RunRecovery",
     "complete_run_manifest",
     "finish_run",
+    "growing",
     "is_running_manifest",
     "recover",
+    "run_files",
 ]
+
+LIVE_CHECK_S = 2.0  # a live recording's journal or queue grows within this
 
 CRASH = "the recording process ended without finishing the run; files recovered"
 
@@ -133,6 +139,44 @@ def _manifest_for(data: Path) -> tuple[Path, AcquisitionManifest, str] | None:
         ):
             return path, manifest, relative
     return None
+
+
+# ---------------------------------------------------------------- still recording?
+def run_files(manifest_path: str | os.PathLike[str]) -> list[Path]:
+    """The files a live run of this manifest keeps appending to: its cameras'
+    journals, its data queue and its encoders' CSVs."""
+    path = Path(manifest_path)
+    manifest = _load(path)
+    if manifest is None:
+        return []
+    out = []
+    for p in manifest.producers:
+        target = path.parent / p.output_path
+        if p.device_type == "camera":
+            out.append(journal_path(target))
+        elif p.device_type in ("dataqueue", "encoder"):
+            out.append(target)
+    return out
+
+
+def growing(paths: list[Path], wait_s: float = LIVE_CHECK_S) -> set[Path]:
+    """Which of ``paths`` changed (size or mtime) during ``wait_s``: a recording
+    still being written (a process that died changes nothing). Recover must leave
+    those alone: rewriting a live run's files would lose what it writes next. A run
+    slower than one frame per ``wait_s`` is not seen (README, *Known limits*)."""
+
+    def state(p: Path) -> tuple[int, int] | None:
+        try:
+            st = p.stat()
+        except OSError:
+            return None
+        return st.st_size, st.st_mtime_ns
+
+    before = {p: state(p) for p in paths}
+    if not any(v is not None for v in before.values()):
+        return set()
+    time.sleep(wait_s)
+    return {p for p, v in before.items() if v is not None and state(p) != v}
 
 
 # ---------------------------------------------------------------- the whole run
