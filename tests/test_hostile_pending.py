@@ -5,9 +5,9 @@ the run, memory) and ``export`` while a run is still recording.
 Each test reproduces its finding with real processes and real kills (SIGKILL at a
 finishing step through the ``MESOFIELD_NAPARI_FINISH_PAUSE`` hook, new points
 ``writers_closed``, ``timestamps_written`` and ``dataqueue_tmp``) and states what a
-fixed build does. They are ``xfail(strict=True)``: when a fix lands, its test passes,
-the strict xfail fails, and the marker is removed. docs/reliability-round3.md holds
-the design note of each fix.
+fixed build does. They were ``xfail(strict=True)`` until the fixes landed
+(cli/signals.py, data/run_recovery.py, the layout and streaming checks of
+data/recovery.py, the batch's unfinished skip); docs/design.md §6 describes them.
 """
 
 from __future__ import annotations
@@ -171,11 +171,6 @@ def test_sighup_ends_an_until_stop_run_like_ctrl_c(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py: a second Ctrl-C during finalization exits 130 with no JSON "
-    "instead of being acknowledged and ignored until the files are safe",
-)
 def test_a_second_ctrl_c_while_finishing_is_acknowledged_and_ignored(tmp_path):
     marker = tmp_path / "paused"
     out = tmp_path / "exp"
@@ -203,11 +198,6 @@ def test_a_second_ctrl_c_while_finishing_is_acknowledged_and_ignored(tmp_path):
 
 # ---------------------------------------------------------------- half-finished runs
 @pytest.mark.parametrize("point", ["writers_closed", "timestamps_written"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="run_recovery.py: a run killed after its sidecars (no journal left) keeps "
-    "a manifest saying incomplete with 0 frames; recover says nothing to recover",
-)
 def test_kill_after_the_sidecars_then_recover_finishes_the_run(tmp_path, point):
     marker = tmp_path / "paused"
     out = tmp_path / "exp"
@@ -232,11 +222,6 @@ def test_kill_after_the_sidecars_then_recover_finishes_the_run(tmp_path, point):
 
 # datakit's own treadmill code calls a pandas API that pandas deprecates: not ours
 @pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame")
-@pytest.mark.xfail(
-    strict=True,
-    reason="run_recovery.py: a crashed experiment's recovered manifest shows encoder "
-    "samples 0 and dataqueue_rows 0, and the queue is never fanned out",
-)
 def test_crashed_treadmill_experiment_recovers_counts_and_fan_out(tmp_path):
     from mesofield.datakit.core import Dataset
 
@@ -268,11 +253,6 @@ def test_crashed_treadmill_experiment_recovers_counts_and_fan_out(tmp_path):
     assert (errors["status"] == "ok").all(), errors.to_string()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run_recovery.py: a kill during the data queue's fan-out leaves its temp "
-    "file (72 MB on a long run), which recover never removes",
-)
 def test_kill_during_the_fan_out_leaves_no_temp_file_after_recover(tmp_path):
     marker = tmp_path / "paused"
     out = tmp_path / "exp"
@@ -318,11 +298,6 @@ run.stop(raise_errors=False)  # paused at writers_closed, then SIGKILLed
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run_recovery.py: recover does not trim the data queue to the frames in "
-    "the files (200 rows for 29 frames after a full disk and a kill)",
-)
 def test_recover_trims_queue_rows_of_frames_not_in_the_file(tmp_path):
     marker = tmp_path / "paused"
     out = tmp_path / "exp"
@@ -352,11 +327,6 @@ def test_recover_trims_queue_rows_of_frames_not_in_the_file(tmp_path):
 
 
 # ---------------------------------------------------------------- paths and memory
-@pytest.mark.xfail(
-    strict=True,
-    reason="journal.py finish_tiffs: a journal's layout.file is joined to its folder "
-    "unchecked; '../' makes recover truncate another finished recording",
-)
 def test_recover_never_touches_a_file_outside_the_journal_folder(tmp_path):
     victim_root = tmp_path / "other"
     done = run_cli(
@@ -406,11 +376,6 @@ print(json.dumps({"frames": report.frames, "peak_mib": round(peak / 2**20, 1)}))
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="journal.py recover: a video journal is read into memory whole "
-    "(read_journal) before the sidecar is written (757 MiB on a long run)",
-)
 def test_recover_of_a_long_video_journal_is_bounded_in_memory(tmp_path):
     from mesofield_napari.data import CV2Writer
 
@@ -447,11 +412,6 @@ def test_recover_of_a_long_video_journal_is_bounded_in_memory(tmp_path):
 
 
 # ---------------------------------------------------------------- export
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli_export.py / batch: export of a recording still being written says ok "
-    "and writes a partial trace under the final name",
-)
 def test_export_refuses_a_recording_that_is_still_being_written(tmp_path):
     out = tmp_path / "exp"
     proc = start(
@@ -468,4 +428,8 @@ def test_export_refuses_a_recording_that_is_still_being_written(tmp_path):
         finally:
             killed(proc)
     assert "still being written" in (result.stdout + result.stderr), result.stdout
+    assert result.returncode != 0  # nothing final was exported
+    summary = json.loads(result.stdout)
+    assert summary["ok"] is False and summary["outputs"] == []
+    assert [s.get("unfinished") for s in summary["skipped"]] == [True]
     assert not list((out / "processed").rglob("*-mean-trace.csv"))

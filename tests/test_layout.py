@@ -29,7 +29,8 @@ LAYERS = [
     "data.writer",  # frames to disk
     "data.manager",  # a run's folder and files
     "data.reader",  # recordings read back
-    "data.recovery",
+    "data.recovery",  # one recording's files
+    "data.run_recovery",  # a whole run: manifest, data queue, timestamps
     "data.batch",  # post-hoc export
     "data",  # the face: data/__init__
     "devices",

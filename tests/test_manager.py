@@ -710,5 +710,6 @@ def test_notes_and_journal_survive_sigkill(tmp_path):
     (meso,) = [p for p in after["producers"] if p["device_id"] == "meso"]
     assert meso["calibration"]["frames"] == frames
     assert any("ended without finishing" in e for e in ours(after)["errors"])
-    assert ours(after)["recovered"][meso["output_path"]]["frames"] == frames
+    assert ours(after)["recovered"] is True
+    assert ours(after)["recovered_files"][meso["output_path"]]["frames"] == frames
     assert tifffile.memmap(data).shape == (frames, 32, 32)  # the exact file

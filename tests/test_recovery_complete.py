@@ -1,10 +1,11 @@
 """After ``recover`` a crashed run looks like a finished one (marked recovered).
 
 Issue 18's "Recoveries are complete" (handed on with issue 21's recovery work): these
-tests state what is wanted and fail today, so they are ``xfail(strict=True)``; the
-engineer who fixes ``data/journal.py``/``run_recovery.py``/``video_recovery.py`` removes
-the marks. Real parts: a ``record`` child SIGKILLed mid-run, ``recover`` as users run
-it, the files read back with tifffile and mesokit-schema.
+tests state what is wanted (they were ``xfail(strict=True)`` until
+``data/run_recovery.py`` and the video writer's journal made with its first frame).
+Real parts: a ``record`` child
+SIGKILLed mid-run, ``recover`` as users run it, the files read back with tifffile
+and mesokit-schema.
 """
 
 from __future__ import annotations
@@ -17,10 +18,6 @@ import sys
 import pytest
 
 from _helpers import journal_entry_lines, kill_after_journal, manifest_view
-
-XFAIL = (
-    "issue 18/21 recovery work (data/journal.py, run_recovery.py, video_recovery.py)"
-)
 
 
 def cli(*args: object) -> subprocess.CompletedProcess[str]:
@@ -55,7 +52,6 @@ def recovered(tmp_path_factory) -> dict:
     return {"out": out, "session": session, "frames": frames, "recover": res}
 
 
-@pytest.mark.xfail(strict=True, reason=XFAIL + ": the manifest stays 'running'")
 def test_manifest_is_that_of_a_finished_run_marked_recovered(recovered):
     (manifest,) = recovered["session"].glob("*_manifest.json")
     view = manifest_view(manifest)
@@ -68,7 +64,6 @@ def test_manifest_is_that_of_a_finished_run_marked_recovered(recovered):
     assert tiff["frames"] == recovered["frames"]  # files[].frames was 0
 
 
-@pytest.mark.xfail(strict=True, reason=XFAIL + ": data-queue rows stay 0")
 def test_data_queue_counts_are_those_on_disk(recovered):
     (manifest,) = recovered["session"].glob("*_manifest.json")
     ours = json.loads(manifest.read_text())["extra"]["mesofield_napari"]
@@ -78,7 +73,6 @@ def test_data_queue_counts_are_those_on_disk(recovered):
     assert ours["dataqueue_rows"] == len(rows) > 0
 
 
-@pytest.mark.xfail(strict=True, reason=XFAIL + ": timestamps.csv has no 'stopped'")
 def test_timestamps_csv_has_stopped(recovered):
     (stamps,) = recovered["session"].glob("*_timestamps.csv")
     with open(stamps, newline="") as fh:
@@ -110,9 +104,6 @@ os._exit(0)  # the process dies: no finish
 """
 
 
-@pytest.mark.xfail(
-    strict=True, reason=XFAIL + ": a journal without its data file reports success"
-)
 def test_journal_without_its_data_file_is_reported_and_blocks_nothing(tmp_path):
     path = tmp_path / "pupil.mp4"
     assert run_script(DIES_AFTER_3.format(path=str(path))).returncode == 0
@@ -134,9 +125,6 @@ raise RuntimeError("the script failed before its first frame")
 """
 
 
-@pytest.mark.xfail(
-    strict=True, reason=XFAIL + ": a writer that never got a frame leaves a journal"
-)
 def test_a_writer_that_never_received_a_frame_leaves_nothing(tmp_path):
     path = tmp_path / "pupil.mp4"
     res = run_script(FAILS_AFTER_BEGIN.format(path=str(path)))

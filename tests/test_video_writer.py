@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import useq
 
-from _helpers import SHAPE, read_json, read_video, sim_index, timelapse
+from _helpers import SHAPE, read_json, read_video, sim_index, timelapse, wait_until
 from mesofield_napari.data import CV2Writer, journal_path, sidecar_path
 from mesofield_napari.data.writer import codecs
 from mesofield_napari.data.writer.codecs import CodecUnavailableWarning
@@ -115,8 +115,10 @@ def test_direct_mode_video_and_sidecar(tmp_path: Path) -> None:
     frames = [np.full((H, W), 200 * i, np.uint16) for i in range(9)]
     writer = CV2Writer(path, fps=20, fourcc="mp4v", contrast_limits=LIMITS)
     writer.begin(W, H, is_color=True)
-    assert journal_path(path).exists()  # journaling from the first frame on
-    for frame in frames:
+    assert not journal_path(path).exists()  # made with the first frame
+    writer.add_frame(frames[0])
+    wait_until(journal_path(path).exists, 30, what="the journal")  # journaling
+    for frame in frames[1:]:
         writer.add_frame(frame)
     side = writer.finish({"subject": "m01", "session": 2, "note": "ok"})
 

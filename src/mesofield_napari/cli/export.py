@@ -268,9 +268,10 @@ def cmd(args: argparse.Namespace) -> int:
             f"in {summary.elapsed_s:.1f} s"
             + (f", {len(summary.skipped)} skipped" if summary.skipped else "")
         )
-    for skip in summary.skipped:  # not failures, but never silent
+    for skip in summary.skipped:  # not failures (but unfinished ones), never silent
+        level = "error" if skip.unfinished else "warning"
         print(
-            f"mesofield-napari export: warning: {_rel(skip.path)}: {skip.reason}",
+            f"mesofield-napari export: {level}: {_rel(skip.path)}: {skip.reason}",
             file=sys.stderr,
         )
     for path, err in summary.failures.items():

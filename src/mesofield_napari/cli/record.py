@@ -32,6 +32,7 @@ from ._args import (
     positive_int,
     prepare_out_dir,
 )
+from .signals import acknowledged_interrupts
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -176,6 +177,14 @@ def _preflight(args: argparse.Namespace, core: Any, out: Path) -> None:
 
 
 def cmd(args: argparse.Namespace) -> int:
+    """Record; a Ctrl-C while the files are being finished is acknowledged and
+    ignored (``signals.acknowledged_interrupts``)."""
+    with acknowledged_interrupts() as interrupts:
+        args.interrupts = interrupts
+        return _cmd(args)
+
+
+def _cmd(args: argparse.Namespace) -> int:
     if args.stop_file is not None and args.stop_file.exists():
         raise CLIError(f"stop file {args.stop_file} already exists: remove it first")
     if args.experiment is not None:
@@ -208,6 +217,7 @@ def _cmd_record_experiment(args: argparse.Namespace) -> int:
                 duration=args.duration,
                 out=args.out,
                 stop=stop,
+                on_finishing=args.interrupts.finishing,
             )
     except ExperimentError as exc:
         raise CLIError(str(exc)) from exc
@@ -339,8 +349,10 @@ def _record_with_stops(
         )
         result = record(core, writers, sequence)
         stops.ignore()
+        args.interrupts.finishing()
     except BaseException as exc:
         stops.ignore()
+        args.interrupts.finishing()
         run.stop(error=exc, raise_errors=False)  # finalize whatever was written
         if isinstance(exc, (OSError, ValueError)):
             raise CLIError(str(exc)) from exc

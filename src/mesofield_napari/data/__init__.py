@@ -5,7 +5,8 @@ The face of ``mesofield_napari.data`` (no Qt needed): mesofield's own scripts do
 CustomWriter, CV2Writer, RunManager`` works the same. The rooms behind it
 (``docs/design.md``): ``writer/`` (frames to disk), ``formats/`` (what is on disk,
 shared by writing, reading and recovery), ``manager/`` (a run's folder and files),
-``reader/`` (open recordings lazily), ``batch/`` (post-hoc export), ``recovery.py``.
+``reader/`` (open recordings lazily), ``batch/`` (post-hoc export), ``recovery.py`` and
+``run_recovery.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from .errors import RecordingError
 from .formats.sidecar import JOURNAL_SUFFIX, SIDECAR_SUFFIX, journal_path, sidecar_path
 from .manager import RunManager
 from .reader import Recording, open_recording, open_run
-from .recovery import RecoveryReport, recover
+from .recovery import RecoveryReport
+from .run_recovery import recover
 from .writer import CustomWriter, CV2Writer, WriterStats
 
 __all__ = [

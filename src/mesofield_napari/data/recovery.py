@@ -1,43 +1,42 @@
-"""Recovery of recordings whose process died: files, sidecars and the run manifest.
+"""Recovery of one recording whose process died: its files and its sidecar.
 
 A crash leaves each recording's frame journal (``formats/journal.py``): one line per
 frame really written, plus, for a TIFF, the layout its headers were made from.
-:func:`recover` then
+:func:`recover_file` then
 
 1. rewrites each TIFF's headers to the frames journaled (:func:`finish_tiffs`,
-   idempotent: ``formats/tiff_layout.py``; never a pixel copied);
-2. keeps, for a video, only the sidecar entries of frames that really decode
-   (:func:`trim_to_decodable`: a fragmented MP4 loses up to its last fragment; a file
-   whose index was never written holds nothing decodable);
-3. streams the legacy sidecar from the journal and only then removes the journal;
-4. records the recovered frame counts in the run's AcquisitionManifest
-   (:func:`complete_run_manifest`) and, when no file of the run is left unrecovered,
-   marks the acquisition complete -- mesokit's ``find_files`` skips incomplete
-   manifests, so a recovered run would otherwise stay invisible downstream. The crash
-   stays on record in ``extra["mesofield_napari"]`` (``errors``, ``recovered``).
+   idempotent: ``formats/tiff_layout.py``; never a pixel copied) -- only files the
+   layout names in the journal's own folder (the data file or its ``_<pos>``
+   variant, a regular file, never through a symlink);
+2. keeps, for a video, only the frames that really decode (a fragmented MP4 loses
+   up to its last fragment; a file whose index was never written holds nothing
+   decodable): they are counted first, then the sidecar is streamed from the
+   journal up to that count, one entry in memory at a time;
+3. streams the legacy sidecar from the journal and only then removes the journal.
+
+A video journal whose data file is gone is an error naming the file (a TIFF's
+metadata is still recovered, with a note); the journal is set aside (``…_frame_metadata.orphaned.jsonl``) so the name is free again. The run as
+a whole (manifest, data queue, timestamps) is finished by ``data/run_recovery.py``
+(docs/design.md §6).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mesokit_schema import AcquisitionManifest
-
 from .._platform import fileio
-from .clock import local_iso
 from .formats.journal import (
     JournalSummary,
-    legacy_payload,
-    read_journal,
     summarize_journal,
+    write_direct_sidecar,
     write_sidecar_from_journal,
 )
-from .formats.names import is_video, with_name_suffix
+from .formats.names import is_video, unique_path, with_name_suffix
 from .formats.sidecar import (
     journal_path,
     recording_path,
@@ -46,10 +45,31 @@ from .formats.sidecar import (
 )
 from .formats.tiff_layout import finish_exact
 from .formats.video_check import VideoLostError, decodable_frames
-from .manager.manifest import EXTRA_KEY, write_manifest
-from .manager.paths import session_folder
 
-__all__ = ["RecoveryReport", "complete_run_manifest", "finish_tiffs", "recover"]
+__all__ = ["RecoveryReport", "finish_tiffs", "recover_file"]
+
+ORPHANED_SUFFIX = "_frame_metadata.orphaned.jsonl"
+_JOURNAL_OWN = {"format", "version", "mode", "data_file", "started"}
+
+
+def layout_target(data: Path, name: object, pos: str) -> Path | None:
+    """The file a journal's ``layout.file`` may name, or None when it names anything
+    else: a bare name, the data file's own or its ``_<pos>`` variant (a crafted or
+    corrupt journal must never make recover rewrite a file outside its recording)."""
+    if not isinstance(name, str) or "/" in name or "\\" in name:
+        return None
+    if name not in {data.name, with_name_suffix(data, f"_{pos}").name}:
+        return None
+    return data.parent / name
+
+
+def _open_regular_rw(path: Path) -> int:
+    """``path`` opened read-write, never through a symlink, only a regular file."""
+    fd = fileio.open_binary(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        fileio.close(fd)
+        raise IsADirectoryError(f"{path.name} is not a regular file")
+    return fd
 
 
 def finish_tiffs(data: Path, summary: JournalSummary) -> list[str]:
@@ -60,15 +80,24 @@ def finish_tiffs(data: Path, summary: JournalSummary) -> list[str]:
     """
     notes: list[str] = []
     for pos, layout in summary.layouts.items():
-        path = data.parent / layout.file
+        path = layout_target(data, layout.file, pos)
+        if path is None:
+            notes.append(
+                f"the layout names a file outside this recording ({layout.file!r}); "
+                "left as is"
+            )
+            continue
         pages = layout.pages_for(summary.last_flat.get(pos, -1))
         if pages < 1:
             notes.append(f"{layout.file}: no frame was written; file left as is")
             continue
         try:
-            fd = fileio.open_binary(path, os.O_RDWR)
+            fd = _open_regular_rw(path)
         except FileNotFoundError:
             notes.append(f"{layout.file} is missing; only its metadata was recovered")
+            continue
+        except OSError as exc:  # a symlink (ELOOP), a directory, a device
+            notes.append(f"{layout.file} is not a regular file ({exc}); left as is")
             continue
         try:
             head = fileio.pread(fd, 16, 0)
@@ -133,25 +162,17 @@ def _read_sidecar(spath: Path) -> tuple[dict[str, Any] | None, str]:
     return final, "ok"
 
 
-def recover(path: str | os.PathLike[str]) -> RecoveryReport:
-    """Finish a recording whose process died, from the journal it left behind.
+def recover_file(path: str | os.PathLike[str]) -> RecoveryReport:
+    """Finish one recording whose process died, from the journal it left behind.
 
     ``path`` may be the data file, its journal or its sidecar. Rewrites each TIFF's
     headers to the frames really written (one journal line each; idempotent, no
     pixel is copied), then streams the legacy JSON sidecar from the journal and
-    removes the journal. A video keeps only the frames that decode (``VideoLostError``
-    when none does). A recording that finished normally is left untouched and
-    reported as complete; a corrupt sidecar is rebuilt when a journal exists. The
-    run's AcquisitionManifest then records the recovered frames (``run_recovery``).
+    removes the journal. A video keeps only the frames that decode
+    (``VideoLostError`` when none does). A recording that finished normally is left
+    untouched and reported as complete; a corrupt sidecar is rebuilt when a journal
+    exists. Raises ``FileNotFoundError`` naming the data file when it is gone.
     """
-    report = _recover_files(path)
-    report.manifest = complete_run_manifest(
-        report.data_path, report.frames, report.message
-    )
-    return report
-
-
-def _recover_files(path: str | os.PathLike[str]) -> RecoveryReport:
     data = recording_path(path)
     jpath, spath = journal_path(data), sidecar_path(data)
     report = RecoveryReport(data_path=data, sidecar=spath)
@@ -178,6 +199,13 @@ def _recover_files(path: str | os.PathLike[str]) -> RecoveryReport:
 
     summary = summarize_journal(jpath)
     report.bad_lines = summary.bad_lines
+    if final is None and is_video(data) and not _any_data_file(data, summary):
+        aside = unique_path(jpath.with_name(data.name + ORPHANED_SUFFIX))
+        fileio.replace(jpath, aside)  # the recording's name is free again
+        raise FileNotFoundError(
+            f"{data.name} is missing: nothing to recover (its journal was set aside "
+            f"as {aside.name})"
+        )
     # the TIFFs first: a sidecar is only ever written after its data file is exact
     notes = finish_tiffs(data, summary)
     if final is not None:
@@ -189,22 +217,21 @@ def _recover_files(path: str | os.PathLike[str]) -> RecoveryReport:
         return report
 
     note = ""
-    direct = summary.header.get("mode") == "direct"
-    if direct or is_video(data):
-        contents = read_journal(jpath)
-        extra = None
-        if direct:  # keep what the header journaled (codec, fps) as finish() does
-            own = {"format", "version", "mode", "data_file", "started"}
-            extra = {k: v for k, v in contents.header.items() if k not in own}
-            extra["recovered_from_journal"] = True
-        payload = legacy_payload("direct" if direct else "mda", contents.entries, extra)
+    if summary.header.get("mode") == "direct":
+        # the header's extra fields (codec, fps), as finish() keeps them
+        fields = {k: v for k, v in summary.header.items() if k not in _JOURNAL_OWN}
+        fields["recovered_from_journal"] = True
+        limit = sum(summary.frames.values())
         if is_video(data):  # keep only the frames that decode (or raise)
-            payload, note = trim_to_decodable(data, payload)
-        write_json_atomic(spath, payload)
-        report.frames_by_position = _count_frames(payload)
+            limit, note = _decodable_limit(data, limit)
+        n = write_direct_sidecar(jpath, spath, limit, fields)
+        report.frames_by_position = {"frame_metadatas": n}
     else:
+        limits: dict[str, int] | None = None
+        if is_video(data):  # keep only the frames that decode (or raise)
+            limits, note = _decodable_limits(data, summary.frames)
         report.frames_by_position = write_sidecar_from_journal(
-            jpath, spath, list(summary.frames)
+            jpath, spath, list(summary.frames), limits
         )
     fileio.unlink(jpath, missing_ok=False)
     report.recovered = True
@@ -228,6 +255,49 @@ def position_file(data: Path, key: str, keys: list[str]) -> Path:
         if candidate.exists() or len(keys) > 1:
             return candidate
     return data
+
+
+def _any_data_file(data: Path, summary: JournalSummary) -> bool:
+    """Whether the data file, or one of its per-position files, is there."""
+    keys = {*summary.frames, *summary.layouts}
+    return data.exists() or any(
+        with_name_suffix(data, f"_{key}").exists() for key in keys
+    )
+
+
+def _lost(names: str) -> VideoLostError:
+    return VideoLostError(
+        f"the video is lost: no frame of {names} decodes "
+        "(killed before its first fragment reached the disk, or an MP4 written "
+        "without a crash-safe index)"
+    )
+
+
+def _decodable_limit(video: Path, journaled: int) -> tuple[int, str]:
+    """Frames of ``video`` to keep (those that decode, at most ``journaled``) and a
+    note when fewer than journaled; raises when none decodes."""
+    found = decodable_frames(video) if video.exists() else 0
+    if found == 0 and journaled:
+        raise _lost(video.name)
+    if found < journaled:
+        return found, f"{video.name}: {found} of {journaled} frame(s) decode"
+    return journaled, ""
+
+
+def _decodable_limits(data: Path, frames: dict[str, int]) -> tuple[dict[str, int], str]:
+    """Per position: the frames that decode in its video, and a note."""
+    keys = list(frames)
+    limits: dict[str, int] = {}
+    notes: list[str] = []
+    for key in keys:
+        video = position_file(data, key, keys)
+        found = decodable_frames(video) if video.exists() else 0
+        limits[key] = min(found, frames[key])
+        if found < frames[key]:
+            notes.append(f"{video.name}: {found} of {frames[key]} frame(s) decode")
+    if keys and not any(limits.values()) and any(frames.values()):
+        raise _lost(", ".join(sorted(position_file(data, k, keys).name for k in keys)))
+    return limits, "; ".join(notes)
 
 
 def trim_to_decodable(
@@ -259,75 +329,3 @@ def trim_to_decodable(
             "without a crash-safe index)"
         )
     return payload, "; ".join(notes)
-
-
-# ---------------------------------------------------------------- the run manifest
-
-
-def _manifest_for(data: Path) -> tuple[Path, AcquisitionManifest, str] | None:
-    session = session_folder(data)
-    relative = Path(os.path.relpath(data, session)).as_posix()
-    for path in sorted(session.glob("*_manifest.json")):
-        try:
-            manifest = AcquisitionManifest.model_validate(
-                json.loads(path.read_text(encoding="utf-8"))
-            )
-        except (OSError, ValueError):
-            continue  # not ours (or not a manifest): leave it alone
-        if any(p.output_path == relative for p in manifest.producers):
-            return path, manifest, relative
-    return None
-
-
-def complete_run_manifest(
-    data: str | os.PathLike[str], frames: int, message: str
-) -> Path | None:
-    """Record a recovered file in its run's manifest; returns the manifest's path.
-
-    Does nothing (returns None) when the file is in no mesokit manifest (runs written
-    before manifests were mesokit's, or files outside a run) or when the manifest
-    already says the acquisition completed.
-    """
-    found = _manifest_for(Path(data))
-    if found is None:
-        return None
-    path, manifest, relative = found
-    if manifest.acquisition_complete:
-        return None
-    session = path.parent
-    now = local_iso()
-    producers = []
-    for producer in manifest.producers:
-        if producer.output_path == relative:
-            calibration = {**producer.calibration, "frames": int(frames)}
-            calibration["recovered_at"] = now
-            producer = producer.model_copy(update={"calibration": calibration})
-        producers.append(producer)
-    extra: dict[str, Any] = dict(manifest.extra.get(EXTRA_KEY) or {})
-    recovered = dict(extra.get("recovered") or {})
-    recovered[relative] = {"frames": int(frames), "at": now, "message": message}
-    extra["recovered"] = recovered
-    crash = "the recording process ended without finishing the run; files recovered"
-    errors = list(extra.get("errors") or [])
-    if crash not in errors:
-        errors.append(crash)
-    extra["errors"] = errors
-    pending = [
-        p
-        for p in producers
-        if p.metadata_path and journal_path(session / p.output_path).exists()
-    ]
-    ended = (
-        manifest.ended_at
-        or _dt.datetime.fromtimestamp(Path(data).stat().st_mtime).astimezone()
-    )
-    updated = manifest.model_copy(
-        update={
-            "producers": producers,
-            "extra": {**manifest.extra, EXTRA_KEY: extra},
-            "ended_at": ended,
-            "acquisition_complete": not pending,
-        }
-    )
-    write_manifest(path, updated)
-    return path

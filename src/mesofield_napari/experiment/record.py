@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ def record_experiment(
     duration: float | None = None,
     out: str | Path | None = None,
     stop: threading.Event | None = None,
+    on_finishing: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Record one session of the experiment at ``target`` and describe what it wrote.
 
@@ -40,7 +42,10 @@ def record_experiment(
     "run_dir", "manifest", "errors", ...}``. Raises :class:`ExperimentError` (one line
     naming the file and key, or the device) for unusable files or a device that cannot
     be opened; nothing is written then. ``stop`` set (a stop request: SIGTERM,
-    Ctrl-Break, the console closing, a stop file) ends the run early, cleanly.
+    Ctrl-Break, the console closing, a stop file) ends the run early, cleanly, and
+    so does Ctrl-C (``KeyboardInterrupt``): either way the result says
+    ``interrupted``. ``on_finishing`` is called when the files start being finished
+    (the CLI then acknowledges a further Ctrl-C instead of obeying it).
     """
     experiment = load_experiment(target)
     run = ExperimentRun(
@@ -57,6 +62,7 @@ def record_experiment(
         raise ExperimentError(f"{experiment.hardware_path}: {exc}") from None
     except PermissionError as exc:
         raise ExperimentError(str(exc)) from None
+    finished = False
     try:
         run.start()
         # in slices: a long wait is not interruptible by Ctrl-C on Windows
@@ -64,9 +70,10 @@ def record_experiment(
         while not (finished := run.wait(_WAIT_SLICE_S)):
             if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
                 break
-    except KeyboardInterrupt:
-        run.stop(FINALIZE_TIMEOUT_S)
-        raise
+    except KeyboardInterrupt:  # Ctrl-C: a stop request like the others
+        finished = False
+    if on_finishing is not None:
+        on_finishing()
     if not finished:
         run.stop(FINALIZE_TIMEOUT_S)
     result = run.result()

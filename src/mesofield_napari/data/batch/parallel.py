@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .dff import dff_trace
 from .jobs import Cancelled, CancelToken, ProgressCallback, frame_count
 from .montage import montage
-from .selection import DoesNotFit, Skipped, select_recordings
+from .selection import UNFINISHED_REASON, DoesNotFit, Skipped, select_recordings
 from .traces import mean_trace
 from .video_export import export_video
 
@@ -88,7 +88,8 @@ class BatchSummary:
     passed over (without ``include_videos``) and recordings an option does not fit
     (an ROI outside the frame or drawn on another camera, a contrast range outside
     the dtype). Skipping is not failing: ``ok`` is true when something was exported
-    and nothing failed.
+    and nothing failed -- except for a recording still being written (or crashed and
+    not recovered), which makes ``ok`` false: what it holds is not final.
     """
 
     operation: str
@@ -98,7 +99,11 @@ class BatchSummary:
 
     @property
     def ok(self) -> bool:
-        return bool(self.jobs) and all(j.ok for j in self.jobs)
+        return (
+            bool(self.jobs)
+            and all(j.ok for j in self.jobs)
+            and not any(s.unfinished for s in self.skipped)
+        )
 
     @property
     def outputs(self) -> list[Path]:
@@ -340,13 +345,20 @@ def run_batch(
         )
     jobs: list[JobResult | None] = [None] * len(inputs)
     opened: dict[int, tuple[Recording, list[str]]] = {}
+    unfinished: list[Skipped] = []
     for i, p in enumerate(inputs):
         try:
-            opened[i] = _open(p)
+            rec, _ = opened[i] = _open(p)
         except Exception as exc:
             jobs[i] = JobResult(p, ok=False, error=_describe(exc))
+            continue
+        if rec.sidecar_state == "journal":  # recording, or crashed: never partial
+            del opened[i]
+            unfinished.append(Skipped(p, f"{p.name} {UNFINISHED_REASON}", True))
     batch = _Batch(jobs, opened, out_dir, overwrite, params, cancel)
-    if name == "montage":
+    if not opened:
+        pass  # nothing to export (every recording failed to open or is unfinished)
+    elif name == "montage":
         _montage_jobs(batch, progress)
     else:
         totals = {}
@@ -364,11 +376,15 @@ def run_batch(
         else:
             _run_local(fn, int(workers), batch, agg)
     done = [j for j in jobs if j is not None and not j.skipped]
-    skipped = list(selection.skipped) + [
-        Skipped(j.path, j.error or "skipped")
-        for j in jobs
-        if j is not None and j.skipped
-    ]
+    skipped = (
+        list(selection.skipped)
+        + unfinished
+        + [
+            Skipped(j.path, j.error or "skipped")
+            for j in jobs
+            if j is not None and j.skipped
+        ]
+    )
     return BatchSummary(name, done, time.perf_counter() - start, skipped)
 
 

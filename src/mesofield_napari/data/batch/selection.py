@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ..reader.recording import Recording
 
 __all__ = [
+    "UNFINISHED_REASON",
     "VIDEO_EXTENSIONS",
     "DoesNotFit",
     "Selection",
@@ -52,15 +53,30 @@ class DoesNotFit(ValueError):
     recording with this message instead of failing."""
 
 
+UNFINISHED_REASON = (
+    "is still being written (or its run crashed: run `mesofield-napari recover` "
+    "first); not exported"
+)
+
+
 @dataclass(frozen=True)
 class Skipped:
-    """A recording the batch did not export, and why (not a failure)."""
+    """A recording the batch did not export, and why (not a failure, except an
+    ``unfinished`` one: its metadata is still the journal of a recording in
+    progress or of a crash, so nothing final can be exported from it)."""
 
     path: Path
     reason: str
+    unfinished: bool = False
 
-    def as_dict(self) -> dict[str, str]:
-        return {"path": os.fspath(self.path), "reason": self.reason}
+    def as_dict(self) -> dict[str, str | bool]:
+        out: dict[str, str | bool] = {
+            "path": os.fspath(self.path),
+            "reason": self.reason,
+        }
+        if self.unfinished:
+            out["unfinished"] = True
+        return out
 
 
 @dataclass

@@ -257,13 +257,15 @@ def write_sidecar_from_journal(
     journal: str | os.PathLike[str],
     sidecar: str | os.PathLike[str],
     positions: list[str] | None = None,
+    limits: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
     """Stream the legacy MDA sidecar ``{"p0": [...], ...}`` from a journal.
 
     Byte for byte what ``json.dump(payload, fh)`` of the whole in-memory payload
     wrote before (compact, ``", "``/``": "`` separators), but one frame in memory at
     a time: one pass over the journal per position key (runs have a few). Written
-    atomically (temp file, fsync, rename). Returns frames per position.
+    atomically (temp file, fsync, rename). ``limits`` keeps at most that many first
+    frames of a position (a video's decodable ones). Returns frames per position.
     """
     if positions is None:
         positions = list(summarize_journal(journal).frames)
@@ -273,7 +275,10 @@ def write_sidecar_from_journal(
         for p, pos in enumerate(positions):
             fh.write((", " if p else "") + json.dumps(pos) + ": [")
             n = 0
+            limit = (limits or {}).get(pos)
             for kind, obj in iter_journal(journal):
+                if limit is not None and n >= limit:
+                    break
                 if kind == "frame" and str(obj.get("pos", "p0")) == pos:
                     fh.write((", " if n else "") + json.dumps(obj["meta"]))
                     n += 1

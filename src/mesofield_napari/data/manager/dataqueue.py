@@ -34,7 +34,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -178,51 +178,129 @@ class DataQueue:
             self.error = self.error or exc
 
     def _rewrite_fanned_out(self, limits: Mapping[str, int] | None = None) -> None:
-        """Stream the log into its final layout: dict keys as columns, each device
-        in ``limits`` cut to its first rows."""
+        """The final layout (:func:`finish_dataqueue`), this queue's counts updated."""
         limits = dict(limits or {})
-        kept: Counter[str] = Counter()
-        keys = list(self._dict_keys)
-        # not tempfile.mkstemp: its 0600 mode would make the log unreadable to other
-        # users; O_EXCL + 0666 honours the umask like every other run file
-        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(6)}.tmp")
-        fd = fileio.open_binary(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-        try:
-            with (
-                os.fdopen(fd, "w", newline="", encoding="utf-8") as out,
-                open(self.path, newline="", encoding="utf-8") as src,
-            ):
-                reader = csv.reader(src)
-                next(reader, None)  # the streamed header
-                w = csv.writer(out)
-                w.writerow([*BASE_COLUMNS, "payload", *keys])
-                blanks = [""] * len(keys)
-                for row in reader:
-                    base, cell = row[:4], row[4] if len(row) > 4 else ""
-                    device = base[3] if len(base) > 3 else ""
-                    if device in limits:
-                        if kept[device] >= limits[device]:
-                            continue  # a frame that is not in its file
-                        kept[device] += 1
-                    as_dict = _json_object(cell)
-                    if as_dict is None:
-                        w.writerow([*base, cell, *blanks])
-                    else:
-                        w.writerow(
-                            [*base, "", *(_cell(as_dict.get(k, "")) for k in keys)]
-                        )
-                out.flush()
-                pause_point("dataqueue_tmp")  # test hook: a kill during the fan-out
-                fileio.full_sync(out.fileno())
-            fileio.replace(tmp, self.path)
-        except BaseException:
-            fileio.unlink(tmp)
-            raise
+        result = finish_dataqueue(self.path, limits, keys=list(self._dict_keys))
         for device in limits:
-            dropped = self.rows_by_device[device] - kept[device]
+            dropped = self.rows_by_device[device] - result.rows_by_device[device]
             self.trimmed[device] += dropped
-            self.rows_by_device[device] = kept[device]
+            self.rows_by_device[device] = result.rows_by_device[device]
             self.rows_written -= dropped
+
+
+@dataclass
+class QueueCounts:
+    """What a finished data-queue file holds (:func:`finish_dataqueue`)."""
+
+    rows_by_device: Counter[str] = field(default_factory=Counter)
+    trimmed: Counter[str] = field(default_factory=Counter)  # rows dropped, per device
+    first_ts: dict[str, str] = field(default_factory=dict)  # device -> packet_ts
+    last_ts: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(self.rows_by_device.values())
+
+
+def finish_dataqueue(
+    path: str | os.PathLike[str],
+    limits: Mapping[str, int] | None = None,
+    keys: list[str] | None = None,
+) -> QueueCounts:
+    """Bring a streamed (or already finished) data-queue CSV to its final layout.
+
+    Shared by :meth:`DataQueue.stop` and ``recover`` (docs/design.md §6): dict
+    payloads (cells starting with ``{``) fan out into their keys' columns, ``payload``
+    keeps the others; each device in ``limits`` keeps only its first rows (the
+    frames its file holds). Streaming, one row at a time: with ``keys`` None
+    (recover) a first pass finds the dict keys and returns at once when nothing
+    would change; the rewrite goes to a temp file renamed over the CSV.
+    Idempotent: a finished file's extra columns are kept, so a second call changes
+    nothing.
+    """
+    path = Path(path)
+    limits = {d: max(int(n), 0) for d, n in (limits or {}).items()}
+    with open(path, newline="", encoding="utf-8") as src:
+        header = next(csv.reader(src), [])
+    extra = [c for c in header[len(BASE_COLUMNS) + 1 :] if c]
+    if keys is None:
+        result, keys, dicts = _scan(path, limits)
+        if not dicts and not result.trimmed and set(keys) <= set(extra):
+            return result  # already final: nothing to rewrite
+    columns = list(dict.fromkeys([*extra, *keys]))
+    at = {c: len(BASE_COLUMNS) + 1 + i for i, c in enumerate(extra)}
+    result = QueueCounts()
+    seen: Counter[str] = Counter()
+    # not tempfile.mkstemp: its 0600 mode would make the log unreadable to other
+    # users; O_EXCL + 0666 honours the umask like every other run file
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = fileio.open_binary(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        with (
+            os.fdopen(fd, "w", newline="", encoding="utf-8") as out,
+            open(path, newline="", encoding="utf-8") as src,
+        ):
+            reader = csv.reader(src)
+            next(reader, None)  # the header
+            w = csv.writer(out)
+            w.writerow([*BASE_COLUMNS, "payload", *columns])
+            for row in reader:
+                if len(row) < 4:
+                    continue  # a blank line
+                if not _count(result, seen, row, limits):
+                    continue  # a frame that is not in its file
+                base, cell = row[:4], row[4] if len(row) > 4 else ""
+                as_dict = _json_object(cell)
+                if as_dict is None:
+                    old = {c: row[i] for c, i in at.items() if i < len(row)}
+                    w.writerow([*base, cell, *(old.get(c, "") for c in columns)])
+                else:
+                    w.writerow(
+                        [*base, "", *(_cell(as_dict.get(c, "")) for c in columns)]
+                    )
+            out.flush()
+            pause_point("dataqueue_tmp")  # test hook: a kill during the fan-out
+            fileio.full_sync(out.fileno())
+        fileio.replace(tmp, path)
+    except BaseException:
+        fileio.unlink(tmp)
+        raise
+    return result
+
+
+def _count(
+    result: QueueCounts, seen: Counter[str], row: list[str], limits: Mapping[str, int]
+) -> bool:
+    """Account for one row; False when ``limits`` drops it."""
+    device = row[3]
+    seen[device] += 1
+    if device in limits and seen[device] > limits[device]:
+        result.trimmed[device] += 1
+        return False
+    result.rows_by_device[device] += 1
+    result.first_ts.setdefault(device, row[1])
+    result.last_ts[device] = row[1]
+    return True
+
+
+def _scan(path: Path, limits: Mapping[str, int]) -> tuple[QueueCounts, list[str], int]:
+    """One streaming pass: the counts, the dict keys and how many dict payloads."""
+    result = QueueCounts()
+    keys: dict[str, None] = {}  # ordered set: bounded by distinct keys
+    seen: Counter[str] = Counter()
+    dicts = 0
+    with open(path, newline="", encoding="utf-8") as src:
+        reader = csv.reader(src)
+        next(reader, None)
+        for row in reader:
+            if len(row) < 4 or not _count(result, seen, row, limits):
+                continue
+            as_dict = _json_object(row[4] if len(row) > 4 else "")
+            if as_dict is not None:
+                dicts += 1
+                for key in map(str, as_dict):
+                    keys.setdefault(key)
+    return result, list(keys), dicts
 
 
 def _json_object(cell: str) -> dict[str, Any] | None:

@@ -232,12 +232,12 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
             "t0": time.perf_counter(),
             "count": 0,
             "lock": threading.Lock(),
+            # the journal is made with the first frame: a capture loop that fails
+            # before it leaves nothing behind (no journal blocking the name)
+            "journal_extra": {"fps": self._fps, "codec": self.fourcc},
         }
         self.started_at, self.stopped_at = local_iso(), None
         self._pipeline.start()
-        self._pipeline.call(
-            "open_direct_journal", {"fps": self._fps, "codec": self.fourcc}
-        )
 
     def add_frame(self, frame: np.ndarray) -> None:
         """Queue one frame (stamped now, ms since :meth:`begin`); never blocks on IO."""
@@ -283,13 +283,13 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
             frame, entry = args
             state = self._direct
             t = entry["runner_time_ms"] / 1000.0
+            if self._journal is None and not state["written"]:
+                self._open_journal("direct", state["journal_extra"])
             _encode(state["writer"], self._to_video_frame(frame, state["is_color"]), t)
             state["written"] += 1
             self._frames_by_position["frame_metadatas"] = state["written"]
             if self._journal is not None:
                 self._journal.append(entry)  # the store: nothing kept per frame
-        elif kind == "open_direct_journal":
-            self._open_journal("direct", args[0])
         elif kind == "finish_direct":
             self._finish_direct(args[0])
         else:
