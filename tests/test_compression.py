@@ -207,3 +207,118 @@ def test_disk_error_is_reported_not_hidden(
     stats = writer.stats
     assert stats.frames_written + stats.frames_lost == stats.frames_received == 20
     assert stats.frames_written == sum(writer.frames_written.values())
+
+
+# ----------------------------------------------------------------- a real crash
+CRASH_CHILD = """
+import sys, useq
+from mesofield_napari.devices.sim_camera import create_sim_core
+from mesofield_napari.data import CustomWriter
+core = create_sim_core((64, 64), exposure_ms=2)
+writer = CustomWriter(sys.argv[1], compression=sys.argv[2], until_stop=sys.argv[3] == "1")
+with writer.attached(core):
+    core.mda.run(useq.MDASequence(time_plan={"interval": 0, "loops": 2000}))
+print("FINISHED", flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("codec", "until_stop"), [("zstd", False), ("deflate", True)], ids=["plan", "open"]
+)
+def test_sigkill_mid_compressed_run_then_recover(
+    tmp_path: Path, codec: str, until_stop: bool
+) -> None:
+    import subprocess
+    import sys
+
+    from _helpers import journal_entry_lines, kill_after_journal
+    from mesofield_napari.data import journal_path, recover
+    from mesofield_napari.devices.sim_camera import SimulatedMesoscopeCamera
+
+    path = tmp_path / "killed.ome.tiff"
+    jpath = journal_path(path)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CRASH_CHILD, str(path), codec, str(int(until_stop))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    kill_after_journal(proc, lambda: jpath if jpath.exists() else None, frames=20)
+    out, _ = proc.communicate(timeout=30)
+    assert b"FINISHED" not in out
+    n = journal_entry_lines(jpath)
+    assert 20 <= n < 2000
+    with tifffile.TiffFile(path) as tif:  # no IFD before it is finished
+        assert len(tif.pages) == 0
+
+    report = recover(path)
+    assert report.recovered and report.frames == n
+    assert not jpath.exists()
+    entries = read_json(sidecar_path(path))["p0"]
+    assert [e["mda_event"]["t"] for e in entries] == list(range(n))
+    camera = SimulatedMesoscopeCamera((64, 64), 0, 12)  # same scene (seed 0)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages.first.compression == CODES[codec]
+        assert tif.series[0].shape == (n, 64, 64)  # exact, not the plan's 2000
+        data = tif.series[0].asarray()
+    for entry in entries:
+        np.testing.assert_array_equal(
+            data[entry["mda_event"]["t"]], camera.frame(sim_index(entry))
+        )
+    rec = open_recording(path)
+    assert rec.frames == n
+    np.testing.assert_array_equal(np.asarray(rec.data[n - 1]), data[n - 1])
+    again = recover(path)  # idempotent: nothing left to do, file unchanged
+    assert again.frames == n and not again.recovered
+
+
+def test_inspect_reports_compression_and_ratio(
+    sim_core: UniMMCore, tmp_path: Path
+) -> None:
+    from mesofield_napari.data.reader.summary import inspect_lines, summarize_recording
+
+    path = tmp_path / "ratio.ome.tiff"
+    _record(sim_core, path, timelapse(10), compression="zstd")
+    summary = summarize_recording(path)
+    assert summary["compression"] == "zstd"
+    raw = 10 * SHAPE[0] * SHAPE[1] * 2
+    assert summary["size_ratio"] == pytest.approx(path.stat().st_size / raw, abs=1e-4)
+    assert 0 < summary["size_ratio"] < 1
+    assert summary["complete"] and summary["frames"] == 10
+    text = "\n".join(inspect_lines(summary))
+    assert f"compression: zstd  size ratio {summary['size_ratio']:.3f} of raw" in text
+
+    plain = tmp_path / "plain.ome.tiff"
+    _record(sim_core, plain, timelapse(2))
+    assert summarize_recording(plain)["compression"] is None
+
+
+def test_stopped_early_planned_run_keeps_zero_planes(
+    sim_core: UniMMCore, camera: SimulatedMesoscopeCamera, tmp_path: Path
+) -> None:
+    """A t/z run stopped mid time point keeps whole time points; the planes never
+    acquired read as zeros (one shared zero strip), as uncompressed files do."""
+    path = tmp_path / "early.ome.tiff"
+    writer = CustomWriter(path, compression="deflate")
+    seq = timelapse(4, z_plan={"range": 2, "step": 1})  # 4 t x 3 z
+
+    def stop_after_four(frame: np.ndarray, event: useq.MDAEvent, meta: Any) -> None:
+        if writer.stats.frames_received >= 4:
+            sim_core.mda.cancel()
+
+    with writer.attached(sim_core):
+        sim_core.mda.events.frameReady.connect(stop_after_four)
+        sim_core.mda.run(seq)
+    writer.raise_if_failed()
+    got = writer.stats.frames_written
+    assert got >= 4
+    data = tifffile.imread(path)
+    pages = -(-got // 3) * 3
+    assert data.shape == (pages // 3, 3, *SHAPE)
+    payload = read_json(sidecar_path(path))["p0"]
+    assert len(payload) == got
+    seen = {(e["mda_event"]["t"], e["mda_event"]["z"]) for e in payload}
+    for t in range(pages // 3):
+        for z in range(3):
+            if (t, z) not in seen:
+                assert not data[t, z].any()

@@ -44,6 +44,7 @@ from .formats.sidecar import (
     sidecar_path,
     write_json_atomic,
 )
+from .formats.tiff_compressed import recover_compressed
 from .formats.tiff_layout import finish_exact
 from .formats.video_check import VideoLostError, decodable_frames
 from .manager.manifest import EXTRA_KEY, write_manifest
@@ -61,6 +62,9 @@ def finish_tiffs(data: Path, summary: JournalSummary) -> list[str]:
     notes: list[str] = []
     for pos, layout in summary.layouts.items():
         path = data.parent / layout.file
+        if layout.compression:  # strips appended: their index is in the journal
+            notes.append(recover_compressed(path, layout, journal_path(data), pos))
+            continue
         pages = layout.pages_for(summary.last_flat.get(pos, -1))
         if pages < 1:
             notes.append(f"{layout.file}: no frame was written; file left as is")
