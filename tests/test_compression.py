@@ -322,3 +322,51 @@ def test_stopped_early_planned_run_keeps_zero_planes(
         for z in range(3):
             if (t, z) not in seen:
                 assert not data[t, z].any()
+
+
+# ----------------------------------------------------------------- the command line
+def _cli(*args: object) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "mesofield_napari", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_record_compression_option_then_inspect(tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "exp"
+    proc = _cli(
+        "record", "--out", out, "--frames", 6, "--size", "32x48", "--exposure", 0,
+        "--compression", "zstd", "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["ok"]
+    tiff = next(Path(f["path"]) for f in result["files"] if f["kind"] == "tiff")
+    with tifffile.TiffFile(tiff) as tif:
+        assert tif.pages.first.compression == 50000
+        assert tif.series[0].shape == (6, 32, 48)
+    proc = _cli("inspect", tiff, "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["compression"] == "zstd"
+    assert 0 < summary["size_ratio"] < 1
+    text = _cli("inspect", tiff).stdout
+    assert "compression: zstd  size ratio" in text
+
+
+def test_record_bad_compression_is_one_line(tmp_path: Path) -> None:
+    proc = _cli(
+        "record", "--out", tmp_path / "o", "--frames", 2, "--compression", "lz4"
+    )
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if "error" in ln]
+    assert len(lines) == 1 and "--compression" in lines[0]
+    assert not list(tmp_path.rglob("sub-*"))
