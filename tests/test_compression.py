@@ -370,3 +370,85 @@ def test_record_bad_compression_is_one_line(tmp_path: Path) -> None:
     lines = [ln for ln in proc.stderr.splitlines() if "error" in ln]
     assert len(lines) == 1 and "--compression" in lines[0]
     assert not list(tmp_path.rglob("sub-*"))
+
+
+# ----------------------------------------------------------------- hardware.yaml
+ONE_CAMERA = """\
+cameras:
+  - id: mesoscope
+    name: meso
+    backend: micromanager
+    primary: "true"
+    fps: 20
+    properties: {width: 64, height: 48}
+    output: {bids_type: func, file_type: ome.tiff, compression: %s}
+"""
+
+
+def _experiment(folder: Path, compression: str) -> Path:
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "hardware.yaml").write_text(ONE_CAMERA % compression, encoding="utf-8")
+    subject = {"sex": "F", "genotype": "g", "DOB": "2025-01-02", "DOS": "2025-06-20",
+               "session": "3", "task": "wf", "weight": "20"}  # fmt: skip
+    config = {
+        "Configuration": {"experimenter": "JG", "protocol": "P7", "duration": 0.5},
+        "Subjects": {"M1": subject},
+        "DisplayKeys": ["subject", "session"],
+    }
+    (folder / "experiment.json").write_text(json.dumps(config), encoding="utf-8")
+    return folder
+
+
+def test_hardware_yaml_output_compression_records_compressed_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mesofield.datakit.core import Dataset
+
+    from mesofield_napari.devices.sim_camera import SimulatedMesoscopeCamera
+    from mesofield_napari.experiment import load_experiment, record_experiment
+
+    monkeypatch.setenv("PYMM_SIGNALS_BACKEND", "psygnal")
+    rig = _experiment(tmp_path / "rig", "deflate")
+    assert load_experiment(rig).cameras[0].output.compression == "deflate"
+    out = tmp_path / "experiment"
+    result = record_experiment(rig, out=out)
+    assert result["ok"], result["errors"]
+    meso = next(f for f in result["files"] if f["device_id"] == "mesoscope")
+    with tifffile.TiffFile(meso["path"]) as tif:
+        assert tif.pages.first.compression == 8
+        stack = tif.series[0].asarray()
+    side = read_json(meso["sidecar"])["p0"]
+    assert stack.shape == (meso["frames"], 48, 64) and len(side) == meso["frames"] > 0
+    camera = SimulatedMesoscopeCamera((48, 64), seed=0)
+    for plane, entry in zip(stack, side, strict=True):
+        np.testing.assert_array_equal(plane, camera.frame(sim_index(entry)))
+    frame, errors = Dataset.from_directory(out).materialize(
+        strict=False, return_errors=True
+    )
+    loaded = set(errors.loc[errors["status"] == "ok", "Source"])
+    assert "meso_metadata" in loaded
+    row = frame.iloc[0]
+    assert len(row[("meso_metadata", "ImageNumber")]) == meso["frames"]
+
+
+@pytest.mark.parametrize(
+    ("value", "file_type", "words"),
+    [
+        ("lz4", "ome.tiff", "output.compression: unknown compression 'lz4'"),
+        ("zstd", "mp4", "output.compression applies to ome.tiff files only"),
+    ],
+)
+def test_hardware_yaml_bad_compression_is_one_line(
+    tmp_path: Path, value: str, file_type: str, words: str
+) -> None:
+    from mesofield_napari.experiment import ExperimentError, load_experiment
+
+    rig = _experiment(tmp_path / "rig", value)
+    text = (rig / "hardware.yaml").read_text().replace("ome.tiff", file_type)
+    (rig / "hardware.yaml").write_text(text)
+    with pytest.raises(ExperimentError) as info:
+        load_experiment(rig)
+    message = str(info.value)
+    assert words in message and "hardware.yaml" in message and "\n" not in message
