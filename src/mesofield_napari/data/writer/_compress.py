@@ -76,12 +76,15 @@ class CompressorPool:
         self._pending.append(entry)
         return entry
 
-    def pop(self) -> tuple[Pending, bytes]:
-        """The oldest frame and its strip (waits for it; its error is raised)."""
+    def oldest(self) -> tuple[Pending, bytes]:
+        """The oldest frame and its strip (waits for it; its error is raised). It
+        stays pending until :meth:`done`: a failure after this still counts it."""
         entry = self._pending[0]
-        strip = entry.future.result()
+        return entry, entry.future.result()
+
+    def done(self) -> None:
+        """The oldest frame is written and journaled."""
         self._pending.popleft()
-        return entry, strip
 
     def discard(self) -> int:
         """Drop every pending frame (after a failure); returns how many."""

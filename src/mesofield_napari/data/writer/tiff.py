@@ -540,8 +540,7 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
             raise
 
     def _write_oldest(self, pool: CompressorPool) -> None:
-        entry = pool._pending[0]
-        strip = entry.future.result()
+        entry, strip = pool.oldest()
         target: _Target = entry.target
         strips = target.strips
         assert strips is not None
@@ -565,7 +564,7 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
         target.last_flat = max(target.last_flat, entry.flat)
         if self._journal is not None and entry.meta_json is not None:
             self._journal.append_json(entry.meta_json, entry.key, (offset, len(strip)))
-        pool._pending.popleft()
+        pool.done()
         key = entry.key or target.key
         self._frames_by_position[key] = self._frames_by_position.get(key, 0) + 1
 
