@@ -452,3 +452,28 @@ def test_hardware_yaml_bad_compression_is_one_line(
         load_experiment(rig)
     message = str(info.value)
     assert words in message and "hardware.yaml" in message and "\n" not in message
+
+
+def test_reader_is_lazy_and_names_a_frame_that_does_not_decode(
+    sim_core: UniMMCore, camera: SimulatedMesoscopeCamera, tmp_path: Path
+) -> None:
+    """Opening reads the strip table only: a damaged strip is found when (and only
+    when) its frame is read, with one clear error naming the file and frame."""
+    path = tmp_path / "lazy.ome.tiff"
+    _record(sim_core, path, timelapse(8), compression="zstd")
+    strips: list[tuple[int, int]] = []
+    with tifffile.TiffFile(path) as tif:
+        for page in tif.pages:
+            strips.append((page.dataoffsets[0], page.databytecounts[0]))
+    offset, nbytes = strips[5]
+    with open(path, "r+b") as fh:  # scramble frame 5's strip
+        fh.seek(offset)
+        fh.write(bytes(nbytes))
+    rec = open_recording(path)  # no decompression at open: no error yet
+    assert rec.frames == 8 and rec.compression == "zstd"
+    frames = read_json(sidecar_path(path))["p0"]
+    np.testing.assert_array_equal(
+        np.asarray(rec.data[0]), camera.frame(sim_index(frames[0]))
+    )
+    with pytest.raises(ValueError, match=r"lazy\.ome\.tiff: frame 5 does not decode"):
+        np.asarray(rec.data[5])

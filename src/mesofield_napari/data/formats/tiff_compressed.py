@@ -23,6 +23,7 @@ file keeps zeros there.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,13 +85,19 @@ def parse_compression(value: Any) -> str:
     return text
 
 
+_SCRATCH = threading.local()  # each compressor thread's buffer for the differences
+
+
 def encode_frame(frame: np.ndarray, codec: str) -> bytes:
     """One frame as one compressed strip (thread-safe; imagecodecs drops the GIL)."""
     import imagecodecs
 
     data = np.ascontiguousarray(frame)
     if data.dtype.kind in "ui":
-        data = imagecodecs.delta_encode(data, axis=-1)
+        buf = getattr(_SCRATCH, "buf", None)
+        if buf is None or buf.shape != data.shape or buf.dtype != data.dtype:
+            buf = _SCRATCH.buf = np.empty_like(data)
+        data = imagecodecs.delta_encode(data, axis=-1, out=buf)
     spec = CODECS[codec]
     if codec == "zstd":
         return bytes(imagecodecs.zstd_encode(data, level=spec.level))
