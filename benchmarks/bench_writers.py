@@ -131,11 +131,16 @@ TARGET_CV2_FPS = 200.0
 TARGET_SIZE = 1024
 
 RAW, OME, CUSTOM, CV2 = "raw", "ome", "custom", "cv2"
+# CustomWriter(compression=...): lossless strips on a pool of one thread per core
+CUSTOM_DEFLATE, CUSTOM_ZSTD = "custom-deflate", "custom-zstd"
+CUSTOMS = (CUSTOM, CUSTOM_DEFLATE, CUSTOM_ZSTD)
 OMEW_TIFF, OMEW_ZARR = "omew-tiff", "omew-zarr"
 OMEW_BARE = "omew-tiff-bare"  # stream.append(frame) only: no per-frame metadata
 OMEW_LZ4, OMEW_ZSTD = "omew-zarr-lz4", "omew-zarr-zstd"
 LABELS = {
     CUSTOM: "CustomWriter",
+    CUSTOM_DEFLATE: "CustomWriter deflate (level 1 + predictor)",
+    CUSTOM_ZSTD: "CustomWriter zstd (level 3 + predictor)",
     OMEW_TIFF: "ome-writers tifffile",
     OMEW_BARE: "ome-writers tifffile, no frame metadata",
     OMEW_ZARR: "ome-writers acquire-zarr",
@@ -145,7 +150,19 @@ LABELS = {
     RAW: "raw append (tofile)",
     CV2: "CV2Writer (mp4v)",
 }
-ORDER = (CUSTOM, OMEW_TIFF, OMEW_BARE, OMEW_ZARR, OMEW_LZ4, OMEW_ZSTD, OME, RAW, CV2)
+ORDER = (
+    CUSTOM,
+    CUSTOM_DEFLATE,
+    CUSTOM_ZSTD,
+    OMEW_TIFF,
+    OMEW_BARE,
+    OMEW_ZARR,
+    OMEW_LZ4,
+    OMEW_ZSTD,
+    OME,
+    RAW,
+    CV2,
+)
 # key -> (format, backend, compression) of ome-writers' AcquisitionSettings
 OMEW = {
     OMEW_TIFF: ("ome-tiff", "tifffile", None),
@@ -371,11 +388,14 @@ def _drive(
     return durations / 1e6, waited, problems
 
 
-def run_custom(work: Workload, out: Path, n: int) -> Run:
+def run_custom(
+    work: Workload, out: Path, n: int, compression: str | None = None
+) -> Run:
     from mesofield_napari.data import CustomWriter
 
-    path = out / "custom.ome.tif"
-    writer = CustomWriter(path)
+    key = CUSTOM if compression is None else f"custom-{compression}"
+    path = out / f"{key}.ome.tif"
+    writer = CustomWriter(path, compression=compression)
     c0, t0 = cpu_seconds(), time.perf_counter()
     u0 = user_seconds()
     handler, waited, problems = _drive(writer, work, n)
@@ -384,7 +404,7 @@ def run_custom(work: Workload, out: Path, n: int) -> Run:
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     user = user_seconds() - u0
     files = [path, writer.sidecar_path]
-    return _result(CUSTOM, work, wall, handler, waited, files, problems, cpu, user)
+    return _result(key, work, wall, handler, waited, files, problems, cpu, user)
 
 
 def _omew_runner(key: str) -> Callable[[Workload, Path, int], Run]:
@@ -492,6 +512,8 @@ def run_cv2(work: Workload, out: Path, n: int) -> Run:
 
 RUNNERS: dict[str, Callable[[Workload, Path, int], Run]] = {
     CUSTOM: run_custom,
+    CUSTOM_DEFLATE: lambda w, o, n: run_custom(w, o, n, "deflate"),
+    CUSTOM_ZSTD: lambda w, o, n: run_custom(w, o, n, "zstd"),
     OME: run_upstream,
     RAW: run_raw,
     CV2: run_cv2,
@@ -521,11 +543,11 @@ def check_output(run: Run, work: Workload) -> list[str]:
     n, size = run.frames, work.size
     path = run.files[0]
     problems: list[str] = []
-    if run.key in (CUSTOM, OME, OMEW_TIFF, OMEW_BARE):
+    if run.key in (*CUSTOMS, OME, OMEW_TIFF, OMEW_BARE):
         import tifffile
 
         with tifffile.TiffFile(path) as tif:
-            if run.key == CUSTOM and not (tif.is_bigtiff and tif.is_ome):
+            if run.key in CUSTOMS and not (tif.is_bigtiff and tif.is_ome):
                 problems.append("not a BigTIFF OME-TIFF")
             if len(tif.pages) != n:
                 problems.append(f"{len(tif.pages)} pages != {n}")
@@ -542,7 +564,7 @@ def check_output(run: Run, work: Workload) -> list[str]:
             problems.append(f"zarr shape {array.shape} != {(n, size, size)}")
         else:
             problems += _compare_all(array, work, n)
-    if run.key == CUSTOM:
+    if run.key in CUSTOMS:
         sidecar = json.loads(run.files[1].read_text(encoding="utf-8"))
         entries = sidecar.get("p0", [])
         if len(entries) != n or entries[-1].get("mda_event") != {"t": n - 1}:
@@ -757,6 +779,27 @@ def targets(summaries: list[Summary]) -> list[tuple[str, str, str]]:
                 _ok(c.valid and o.valid and c.vs_omew >= 1.0 and c.cpu_vs_omew <= 1.0),
             )
         )
+    for size in sizes:  # issue 20 part 2: compressed, vs acquire-zarr blosc-lz4
+        lz4 = by.get((size, OMEW_LZ4))
+        for key in (CUSTOM_DEFLATE, CUSTOM_ZSTD):
+            c = by.get((size, key))
+            if c is None or lz4 is None:
+                continue
+            speed = c.mbps / lz4.mbps
+            rows.append(
+                (
+                    f"{LABELS[key]} ≥ 1.0× acquire-zarr blosc-lz4's MB/s @ {size}², "
+                    "size on disk ≤ its, bit-exact",
+                    f"{speed:.2f}× ({c.mbps:.0f} vs {lz4.mbps:.0f} MB/s); size "
+                    f"{c.size_ratio:.3f} vs {lz4.size_ratio:.3f}",
+                    _ok(
+                        c.valid
+                        and lz4.valid
+                        and speed >= 1.0
+                        and c.size_ratio <= lz4.size_ratio
+                    ),
+                )
+            )
     size = TARGET_SIZE
     if (c := by.get((size, CUSTOM))) is not None:
         if (size, RAW) in by:
@@ -776,7 +819,7 @@ def targets(summaries: list[Summary]) -> list[tuple[str, str, str]]:
                 )
             )
     for s in summaries:
-        if s.key in (CUSTOM, CV2):
+        if s.key in (*CUSTOMS, CV2):
             rows.append(
                 (
                     f"{LABELS[s.key]} handler p99 < {TARGET_HANDLER_P99_MS:g} ms @ {s.size}²"
@@ -835,8 +878,8 @@ def result_rows(summaries: list[Summary]) -> tuple[list[str], list[list[str]]]:
                 _fmt_ratio(s.vs_raw, s.key, RAW),
                 _fmt_ratio(s.vs_ome, s.key, OME),
             ]
-        free = f"{s.p99_free_ms:.2f}" if s.key in (CUSTOM, CV2) else "—"
-        waited = f"{s.waited_pct:.0f} %" if s.key in (CUSTOM, CV2) else "—"
+        free = f"{s.p99_free_ms:.2f}" if s.key in (*CUSTOMS, CV2) else "—"
+        waited = f"{s.waited_pct:.0f} %" if s.key in (*CUSTOMS, CV2) else "—"
         rows.append(
             [f"{s.size}²", LABELS[s.key], str(s.frames), *speed, handler, free, waited]
         )

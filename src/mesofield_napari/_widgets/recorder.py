@@ -154,6 +154,16 @@ class RecorderWidget(FinalizeOnClose, QWidget):
         self.writers_combo = QComboBox()
         for key, label in WRITER_LABELS.items():
             self.writers_combo.addItem(label, key)
+        self.compression_combo = QComboBox()
+        for label, key in (
+            ("none", ""),
+            ("deflate (lossless, every reader)", "deflate"),
+            ("zstd (lossless)", "zstd"),
+        ):
+            self.compression_combo.addItem(label, key)
+        self.compression_combo.setToolTip(
+            "lossless compression of the TIFF on all cores (README: Compression)"
+        )
 
         self.fps_spin = QDoubleSpinBox()
         self.fps_spin.setRange(0.0, 1000.0)
@@ -199,6 +209,7 @@ class RecorderWidget(FinalizeOnClose, QWidget):
         form.addRow("session", self.session_edit)
         form.addRow("task", self.task_edit)
         form.addRow("writers", self.writers_combo)
+        form.addRow("TIFF compression", self.compression_combo)
         form.addRow("stop", stop_row)
 
         self.record_button = QPushButton("Record")
@@ -343,6 +354,7 @@ class RecorderWidget(FinalizeOnClose, QWidget):
             session=self.session_edit.text().strip(),
             task=self.task_edit.text().strip(),
             writers=str(self.writers_combo.currentData()),
+            compression=str(self.compression_combo.currentData() or ""),
             frames=self.frames_spin.value(),
             duration_s=duration,
             until_stop=self.stop_combo.currentData() == "until_stop",

@@ -103,6 +103,7 @@ def add_writers(
     fourcc: str | None = None,
     contrast_limits: tuple[float, float] | None = None,
     max_queue_bytes: int,
+    compression: str | None = None,
 ) -> list[Writer]:
     """The run's writers for one camera: ``kinds`` is ``tiff``, ``mp4`` or ``both``.
 
@@ -111,7 +112,8 @@ def add_writers(
     (mesofield's rule: the camera's name, ``…_meso.ome.tiff``; default: the id).
     Video defaults: fps = 1000 / exposure; contrast = the simulated camera's bit
     depth (UniMMCore reports 16 bits for it), else the writer reads the camera's bit
-    depth from the sequence's summary metadata.
+    depth from the sequence's summary metadata. ``compression``: the TIFF's lossless
+    codec (``CustomWriter``; None: uncompressed).
     """
     from ..devices.sim_camera import sim_camera
 
@@ -127,6 +129,7 @@ def add_writers(
                 suffix=suffix,
                 sampling_rate_hz=rate,
                 max_queue_bytes=max_queue_bytes,
+                **({"compression": compression} if compression else {}),
             )
         )
     if kinds in ("mp4", "both"):

@@ -92,6 +92,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     rec.add_argument("--writer", choices=("tiff", "mp4", "both"), default="tiff")
     rec.add_argument(
+        "--compression",
+        choices=("none", "deflate", "zstd"),
+        default="none",
+        help="lossless TIFF compression on all cores (deflate: every reader; zstd: "
+        "tifffile, Fiji/Bio-Formats; default none)",
+    )
+    rec.add_argument(
         "--size",
         type=frame_size,
         default=(512, 512),
@@ -346,6 +353,7 @@ def _record_with_stops(
             fourcc=args.fourcc,
             contrast_limits=tuple(args.contrast) if args.contrast else None,
             max_queue_bytes=args.max_queue_mb * 2**20,
+            compression=None if args.compression == "none" else args.compression,
         )
         result = record(core, writers, sequence)
         stops.ignore()

@@ -43,6 +43,7 @@ from .formats.sidecar import (
     sidecar_path,
     write_json_atomic,
 )
+from .formats.tiff_compressed import recover_compressed
 from .formats.tiff_layout import finish_exact
 from .formats.video_check import VideoLostError, decodable_frames
 
@@ -86,6 +87,9 @@ def finish_tiffs(data: Path, summary: JournalSummary) -> list[str]:
                 f"the layout names a file outside this recording ({layout.file!r}); "
                 "left as is"
             )
+            continue
+        if layout.compression:  # strips appended: their index is in the journal
+            notes.append(recover_compressed(path, layout, journal_path(data), pos))
             continue
         pages = layout.pages_for(summary.last_flat.get(pos, -1))
         if pages < 1:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.formats.safe_open import MAX_SETTINGS_BYTES, is_regular, read_text
+from ..data.formats.tiff_compressed import parse_compression
 from ..data.manager.paths import validate_label
 
 HARDWARE_NAME = "hardware.yaml"
@@ -113,6 +114,9 @@ class Output:
     kind: str  # "tiff", "mp4", "avi" or "csv"
     suffix: str
     fourcc: str | None = None  # video codec (default: $MESOFIELD_FOURCC, else H.264)
+    compression: str = (
+        ""  # a TIFF's lossless codec ("" none; data.formats.tiff_compressed)
+    )
 
 
 @dataclass
@@ -576,10 +580,28 @@ def _parse_output(
     suffix = _opt_str(path, f"{where}.output", raw, "suffix") or default_suffix
     bids = _opt_str(path, f"{where}.output", raw, "bids_type")
     fourcc = _opt_str(path, f"{where}.output", raw, "fourcc")
+    compression = _compression(path, where, raw, kind)
     # both become parts of a path: one name each, or a file lands outside the run
     suffix = _name(path, f"{where}.output", "suffix", suffix)
     bids = _name(path, f"{where}.output", "bids_type", bids or "")
-    return Output(bids or ("func" if kind == "tiff" else "beh"), kind, suffix, fourcc)
+    return Output(
+        bids or ("func" if kind == "tiff" else "beh"), kind, suffix, fourcc, compression
+    )
+
+
+def _compression(path: Path, where: str, raw: dict[str, Any], kind: str) -> str:
+    """``output.compression``: none, deflate or zstd, for an ome.tiff only."""
+    value = raw.get("compression")
+    try:
+        codec = parse_compression(value)
+    except ValueError as exc:
+        raise ExperimentError(f"{path}: {where}.output.compression: {exc}") from None
+    if codec and kind != "tiff":
+        raise ExperimentError(
+            f"{path}: {where}.output.compression applies to ome.tiff files only "
+            f"(this output is {kind})"
+        )
+    return codec
 
 
 def _name(path: Path, where: str, key: str, value: str) -> str:

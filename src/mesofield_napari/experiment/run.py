@@ -527,6 +527,8 @@ class ExperimentRun:
             cam = self._plan.cameras[spec.id]
             out = spec.output
             kwargs: dict[str, Any] = {"max_queue_bytes": self.max_queue_bytes}
+            if out.kind == "tiff" and out.compression:
+                kwargs["compression"] = out.compression
             if out.kind != "tiff":
                 kwargs["fourcc"] = out.fourcc
                 if isinstance(cam, MMCamera):

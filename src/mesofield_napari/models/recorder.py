@@ -29,6 +29,7 @@ import useq
 from ..acquisition.run_watch import RunWatch
 from ..acquisition.sequencing import chunked_sequencing, endless_timelapse
 from ..acquisition.timelapse import add_writers, min_frames_written, timelapse
+from ..data.formats.tiff_compressed import parse_compression
 from ..data.manager.paths import normalize_session, validate_label
 from ..data.manager.run_manager import RunManager
 from ..data.writer import is_open_ended
@@ -66,6 +67,7 @@ class RecorderSettings:
     camera_id: str = "mesoscope"  # data queue / manifest id (datakit's timeline master)
     camera_name: str = "meso"  # file suffix: …_meso.ome.tiff (mesofield's rule)
     max_queue_mb: int = 512
+    compression: str = ""  # the TIFF's lossless codec: "" none, "deflate", "zstd"
 
     def problems(self) -> list[str]:
         """Why these settings cannot record (empty when they can)."""
@@ -100,6 +102,10 @@ class RecorderSettings:
             out.append("video contrast: low must be below high")
         if self.interval_s < 0:
             out.append("interval must not be negative")
+        try:
+            parse_compression(self.compression)
+        except ValueError as exc:
+            out.append(str(exc))
         return out
 
     def planned_frames(self, exposure_ms: float) -> int:
@@ -128,6 +134,8 @@ class RecorderSettings:
             "writer": self.writers,
             "camera": self.camera_id,
             "camera_name": self.camera_name,
+            # only when chosen: uncompressed runs keep their configuration as before
+            **({"compression": self.compression} if self.compression else {}),
         }
 
 
@@ -419,6 +427,7 @@ class RecordingSession:
             fourcc=s.fourcc,
             contrast_limits=s.contrast,
             max_queue_bytes=s.max_queue_mb * 2**20,
+            compression=parse_compression(s.compression) or None,
         )
         for w in writers:
             w.on_error = self._writer_failed

@@ -91,9 +91,19 @@ class FrameJournal:
             entry["pos"] = position
         self._frame_line(json.dumps(entry, separators=(",", ":")) + "\n")
 
-    def append_json(self, meta_json: str, position: str | None = None) -> None:
-        """:meth:`append` for metadata already encoded (``frame_json``): same line."""
+    def append_json(
+        self,
+        meta_json: str,
+        position: str | None = None,
+        strip: tuple[int, int] | None = None,
+    ) -> None:
+        """:meth:`append` for metadata already encoded (``frame_json``): same line.
+
+        ``strip``: (offset, bytes) of a compressed frame (``tiff_compressed``).
+        """
         pos = "" if position is None else ',"pos":' + json.dumps(position)
+        if strip is not None:
+            pos += f',"strip":[{int(strip[0])},{int(strip[1])}]'
         self._frame_line('{"meta":' + meta_json + pos + "}\n")
 
     def append_layout(self, layout: dict[str, Any], position: str) -> None:

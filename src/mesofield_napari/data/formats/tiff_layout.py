@@ -85,6 +85,9 @@ class TiffLayout:
     data_offset: int
     description: str  # as created (an OME-XML keeps its UUID when retitled)
     ifds_first: bool = False  # the chain precedes the frames (False: older files)
+    # "" uncompressed; else a codec of ``tiff_compressed.CODECS``: strips appended in
+    # arrival order, sizes and offsets in the journal (docs/design.md §5)
+    compression: str = ""
 
     @property
     def frame_bytes(self) -> int:
@@ -196,16 +199,25 @@ def _value(typ: int, count: int, value: Any) -> bytes:
     return struct.pack("<Q", value)  # LONG8 or an offset
 
 
+# TIFF Compression tag of each codec name (``tiff_compressed.CODECS``)
+TIFF_CODES = {"": 1, "deflate": 8, "zstd": 50000}
+
+
 def _tags(
-    layout: TiffLayout, strip: int, desc: tuple[int, int] | None, soft: int | None
+    layout: TiffLayout,
+    strip: int,
+    desc: tuple[int, int] | None,
+    soft: int | None,
+    nbytes: int | None = None,
 ) -> list[tuple[int, int, int, Any]]:
     y, x = layout.frame_shape
     dtype = np.dtype(layout.dtype)
+    code = TIFF_CODES[layout.compression]
     tags: list[tuple[int, int, int, Any]] = [
         (256, _LONG, 1, x),
         (257, _LONG, 1, y),
         (258, _SHORT, 1, dtype.itemsize * 8),
-        (259, _SHORT, 1, 1),  # no compression
+        (259, _SHORT, 1, code),  # 1: no compression
         (262, _SHORT, 1, 1),  # min-is-black
     ]
     if desc is not None:
@@ -214,13 +226,15 @@ def _tags(
         (273, _LONG8, 1, strip),
         (277, _SHORT, 1, 1),
         (278, _LONG, 1, y),
-        (279, _LONG8, 1, layout.frame_bytes),
+        (279, _LONG8, 1, layout.frame_bytes if nbytes is None else nbytes),
         (282, _RATIONAL, 1, (1, 1)),
         (283, _RATIONAL, 1, (1, 1)),
         (296, _SHORT, 1, 1),
     ]
     if soft is not None:
         tags.append((305, _ASCII, len(_SOFTWARE), soft))
+    if code != 1 and dtype.kind in "ui":
+        tags.append((317, _SHORT, 1, 2))  # horizontal differencing (compressed)
     if dtype.kind != "u":
         tags.append((339, _SHORT, 1, {"i": 2, "f": 3}[dtype.kind]))
     return tags
@@ -242,18 +256,24 @@ def _page_ifd_size(layout: TiffLayout) -> int:
 
 
 def _first_block(
-    layout: TiffLayout, at: int, description: str, next_offset: int | None
+    layout: TiffLayout,
+    at: int,
+    description: str,
+    next_offset: int | None,
+    strip: tuple[int, int] | None = None,
 ) -> tuple[bytes, int]:
     """[IFD0][description][software] placed at ``at``; returns (bytes, IFD0 offset).
 
-    ``next_offset`` None: the next IFD follows the block directly.
+    ``next_offset`` None: the next IFD follows the block directly. ``strip``: the
+    first frame's (offset, bytes) when it is not at ``data_offset`` uncompressed.
     """
     desc = description.encode("utf-8") + b"\0"
     ntags = len(_tags(layout, 0, (0, 0), 0))
     desc_at = at + _ifd_size(ntags)
     soft_at = desc_at + len(desc)
     end = _pad8(soft_at + len(_SOFTWARE))
-    tags = _tags(layout, layout.data_offset, (desc_at, len(desc)), soft_at)
+    at0, n0 = strip if strip is not None else (layout.data_offset, None)
+    tags = _tags(layout, at0, (desc_at, len(desc)), soft_at, n0)
     ifd = _ifd(tags, end if next_offset is None else next_offset)
     block = ifd + desc + _SOFTWARE
     return block.ljust(end - at, b"\0"), at
@@ -277,6 +297,11 @@ def _chain(
             nxt = pos + size if page + 1 < last_page else 0
             blocks.append(_ifd(_tags(layout, d + page * f, None, None), nxt))
         yield at + (start - first_page) * size, b"".join(blocks)
+
+
+def _chain_ifd(layout: TiffLayout, strip: int, nbytes: int, next_offset: int) -> bytes:
+    """One page's IFD (no description) for a strip of ``nbytes`` at ``strip``."""
+    return _ifd(_tags(layout, strip, None, None, nbytes), next_offset)
 
 
 def tail_bound(layout: TiffLayout, pages: int) -> int:

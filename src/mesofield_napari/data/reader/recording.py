@@ -2,7 +2,9 @@
 
 Opening is O(1) in file size: a TIFF written by ``CustomWriter`` is contiguous and
 uncompressed, so its pixels are memory-mapped from the first page's data offset
-(``TiffFile.series`` would walk every IFD — minutes for a long run); a video is read
+(``TiffFile.series`` would walk every IFD — minutes for a long run); a compressed one
+(``formats/tiff_compressed.py``) has its IFD chain read as one memory-mapped table
+of strip offsets and sizes, and a frame is decoded only when it is read; a video is read
 chunk by chunk by seeking a ``cv2.VideoCapture``. The number of frames comes from the
 sidecar (or the journal of a crashed run), which trims the preallocated TIFF's tail of
 never-written zero frames. Bad input gives warnings (what was ignored) or a clear
@@ -176,6 +178,14 @@ def _open_tiff(path: Path, notes: list[str]) -> _Source:
             )
             declared = _declared_frames(page.description)
             second = _second_offset(tf) if contiguous and declared != 1 else None
+            ours = compressed and page.software == "mesofield-napari"
+            codec = _CODECS.get(int(page.compression))
+            strips = (
+                _strip_table(fh, int(page.offset), declared)
+                if ours and codec and int(page.predictor) in (1, 2)
+                else None
+            )
+            predictor = int(page.predictor) if ours else 1
     except OSError:
         raise
     except Exception as exc:  # tifffile raises struct.error, IndexError, ...
@@ -188,6 +198,10 @@ def _open_tiff(path: Path, notes: list[str]) -> _Source:
     frame_bytes = _check_frame(path, shape, dtype, size, compressed)
     if contiguous and second is not None and second != offsets[0] + frame_bytes:
         contiguous = False
+    if strips is not None and codec is not None:
+        return _open_strips(
+            path, shape, dtype, codec, predictor, strips, declared, notes
+        )
     if not contiguous:
         return _open_tiff_zarr(path, notes)
     offset = int(offsets[0])
@@ -295,6 +309,169 @@ def _second_offset(tf: Any) -> int | None:
         return None
     offsets = getattr(page, "dataoffsets", None)
     return int(offsets[0]) if offsets else None
+
+
+_CODECS = {8: "deflate", 50000: "zstd"}  # what CustomWriter(compression=) writes
+_ENTRY = np.dtype(
+    [("code", "<u2"), ("type", "<u2"), ("count", "<u8"), ("value", "<u8")]
+)
+
+
+def _strip_table(fh: Any, ifd0: int, declared: int | None) -> np.ndarray | None:
+    """``(pages, 2)`` strip offsets and sizes of a compressed file we wrote.
+
+    Our tail is IFD0 then pages-1 IFDs of one size, back to back: IFD0 is read
+    entry by entry, the rest is viewed as one structured array (a memory map: 16
+    bytes a page are kept). None when the file is not laid out like that (it is
+    then read through tifffile's zarr store).
+    """
+    import struct
+
+    try:
+        fh.seek(ifd0)
+        (ntags,) = struct.unpack("<Q", fh.read(8))
+        if not 0 < ntags < 64:
+            return None
+        tags = np.frombuffer(fh.read(20 * ntags), dtype=_ENTRY)
+        (nxt,) = struct.unpack("<Q", fh.read(8))
+        first = _strip_of(tags)
+        if first is None:
+            return None
+        size = os.fstat(fh.fileno()).st_size
+        if nxt == 0:
+            return np.array([first], dtype=np.int64)
+        fh.seek(nxt)
+        (k,) = struct.unpack("<Q", fh.read(8))
+        if not 0 < k < 64:
+            return None
+        ifd = np.dtype([("n", "<u8"), ("tags", _ENTRY, (k,)), ("next", "<u8")])
+        count, rest = divmod(size - nxt, ifd.itemsize)
+        if rest or (declared is not None and count + 1 != declared) or count < 1:
+            return None
+        chain = np.memmap(fh.name, dtype=ifd, mode="r", offset=nxt, shape=(count,))
+        codes = chain["tags"]["code"][0]
+        want = np.nonzero(codes == 273)[0], np.nonzero(codes == 279)[0]
+        if not (len(want[0]) == 1 and len(want[1]) == 1):
+            return None
+        expected = nxt + ifd.itemsize * (np.arange(count, dtype=np.int64) + 1)
+        expected[-1] = 0
+        if not (
+            np.all(chain["n"] == k)
+            and np.array_equal(chain["next"].astype(np.int64), expected)
+            and np.all(chain["tags"]["code"] == codes)
+        ):
+            return None
+        table = np.empty((count + 1, 2), dtype=np.int64)
+        table[0] = first
+        table[1:, 0] = chain["tags"]["value"][:, want[0][0]]
+        table[1:, 1] = chain["tags"]["value"][:, want[1][0]]
+        del chain
+    except (OSError, ValueError, struct.error):
+        return None
+    if np.any(table < 0) or np.any(table[:, 0] + table[:, 1] > size):
+        return None
+    return table
+
+
+def _strip_of(tags: np.ndarray) -> tuple[int, int] | None:
+    by_code = {int(t["code"]): t for t in tags}
+    off, cnt, rows = by_code.get(273), by_code.get(279), by_code.get(277)
+    if off is None or cnt is None or int(off["count"]) != 1 or int(cnt["count"]) != 1:
+        return None
+    if rows is not None and int(rows["value"]) != 1:
+        return None  # not one sample per pixel
+    return int(off["value"]), int(cnt["value"])
+
+
+class _StripFrames:
+    """Compressed frames as dask's array: a read decodes only the strips asked for."""
+
+    def __init__(
+        self,
+        path: Path,
+        table: np.ndarray,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        codec: str,
+        predictor: int,
+    ) -> None:
+        self._path, self._table = path, table
+        self._codec, self._predictor = codec, predictor
+        self.shape: tuple[int, ...] = (len(table), *shape)
+        self.dtype = dtype
+        self.ndim = len(self.shape)
+
+    def frames(self, which: range) -> np.ndarray:
+        from ..formats.tiff_compressed import decode
+
+        out = np.empty((len(which), *self.shape[1:]), dtype=self.dtype)
+        with open_regular(self._path) as fh:
+            for n, i in enumerate(which):
+                offset, nbytes = (int(v) for v in self._table[i])
+                fh.seek(offset)
+                data = fh.read(nbytes)
+                if len(data) != nbytes:
+                    raise ValueError(f"{self._path.name}: frame {i} is truncated")
+                try:
+                    frame = decode(data, self._codec, self.dtype, self.shape[1:])
+                except Exception as exc:  # imagecodecs errors, a short strip
+                    raise ValueError(
+                        f"{self._path.name}: frame {i} does not decode "
+                        f"({short_reason(exc)})"
+                    ) from exc
+                if self._predictor == 1 and frame.dtype.kind in "ui":
+                    raise ValueError(f"{self._path.name}: unexpected predictor")
+                out[n] = frame
+        return out
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        first, rest = key[0], key[1:]
+        if isinstance(first, (int, np.integer)):
+            return self.frames(range(self.shape[0])[first : int(first) + 1 or None])[
+                (0, *rest)
+            ]
+        if isinstance(first, slice):
+            return self.frames(range(self.shape[0])[first])[(slice(None), *rest)]
+        idx = np.arange(self.shape[0])[first]  # an index array: frame by frame
+        block = np.empty((idx.size, *self.shape[1:]), dtype=self.dtype)
+        for n, i in enumerate(idx.ravel()):
+            block[n] = self.frames(range(int(i), int(i) + 1))[0]
+        block = block.reshape((*idx.shape, *self.shape[1:]))
+        return block[(*(slice(None),) * idx.ndim, *rest)]
+
+
+def _open_strips(
+    path: Path,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    codec: str,
+    predictor: int,
+    table: np.ndarray,
+    declared: int | None,
+    notes: list[str],
+) -> _Source:
+    frames = len(table) if declared is None else min(declared, len(table))
+    reader = _StripFrames(path, table[:frames], shape, dtype, codec, predictor)
+
+    def to_dask(n: int) -> da.Array:
+        import dask.array as da
+
+        if n == 0:
+            return da.zeros((0, *shape), dtype=dtype)
+        sub = (
+            reader
+            if n == frames
+            else _StripFrames(path, table[:n], shape, dtype, codec, predictor)
+        )
+        return da.from_array(
+            sub,
+            chunks=(_chunk_frames(shape, dtype), *shape),
+            name=_dask_name(path),
+            asarray=False,
+        )
+
+    return _Source(path, frames, shape, dtype, to_dask, codec=codec)
 
 
 def _open_tiff_zarr(path: Path, notes: list[str]) -> _Source:
@@ -610,6 +787,27 @@ class Recording:
             if isinstance(value, str) and value:
                 return value
         return None
+
+    @property
+    def compression(self) -> str | None:
+        """A TIFF's lossless codec (``deflate``, ``zstd``); None when uncompressed."""
+        if self.kind != "tiff":
+            return None
+        return self._sources[self.positions[0]].codec
+
+    @property
+    def size_ratio(self) -> float | None:
+        """Bytes of the data files over the raw bytes of the frames they hold."""
+        raw = sum(
+            self._frames[k]
+            * int(np.prod(src.frame_shape, dtype=np.int64))
+            * src.dtype.itemsize
+            for k, src in self._sources.items()
+        )
+        if not raw:
+            return None
+        disk = sum(path.stat().st_size for path in set(self.files.values()))
+        return disk / raw
 
     @property
     def pixel_size_um(self) -> float | None:

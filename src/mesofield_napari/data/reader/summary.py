@@ -94,6 +94,7 @@ def summarize_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
         codec = index.extra.get("codec") or (
             first.first.get("video_codec") if first and first.first else None
         )
+        compression = ratio = None
         files_exist = data.exists()
     else:
         state, index = rec.sidecar_state, rec.index
@@ -104,6 +105,7 @@ def summarize_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
         by_position = {k: rec.frames_for(k) for k in rec.positions}
         shape, dtype = list(rec.shape), str(rec.dtype)
         times, timing, codec = rec.timestamps_s, rec.timing, rec.codec
+        compression, ratio = rec.compression, rec.size_ratio
         files_exist = True
         if rec.kind == "video":
             problems.extend(_undecodable(rec))
@@ -126,6 +128,8 @@ def summarize_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
         "shape": shape,
         "dtype": dtype,
         "codec": codec if isinstance(codec, str) and codec else None,
+        "compression": compression,  # a TIFF's lossless codec, None: uncompressed
+        "size_ratio": round(ratio, 4) if ratio is not None else None,
         "duration_s": round(duration, 6),
         "fps": round(fps, 3) if fps else None,
         "dropped_frames": timing.missing,  # = missing_frames (the older name)
@@ -279,6 +283,12 @@ def _recording_lines(rec: dict[str, Any]) -> list[str]:
         f"late {rec.get('late_frames', 0)}",
         f"  sidecar: {rec['sidecar']}  complete: {rec['complete']}",
     ]
+    if rec.get("compression"):
+        ratio = rec.get("size_ratio")
+        lines.append(
+            f"  compression: {rec['compression']}  size ratio "
+            + (f"{ratio:.3f} of raw" if ratio is not None else "unknown")
+        )
     lines.extend(f"  problem: {p}" for p in rec.get("problems", []))
     return lines
 

@@ -21,7 +21,10 @@ names and roles):
 - per-frame metadata is journaled while recording (not kept in memory) and
   streamed into the legacy ``<file>_frame_metadata.json`` atomically at the end;
 - a plain ``.tif``/``.tiff``/``.btf`` reads back with upstream's series shape and
-  axes (singleton axes dropped, as its ImageJ files do).
+  axes (singleton axes dropped, as its ImageJ files do);
+- ``compression="deflate"|"zstd"``: lossless strips encoded on a pool of threads
+  (``_compress.py``) and appended in arrival order (``formats/tiff_compressed.py``),
+  each frame's journal line written after its strip, with its offset and size.
 """
 
 from __future__ import annotations
@@ -39,9 +42,19 @@ import numpy as np
 
 from ..._platform import fileio
 from ..errors import RecordingError, gigabytes
+from ..formats.frame_json import frame_meta_json
+from ..formats.journal import JournalWriteError
 from ..formats.names import TIFF_EXTENSIONS, check_new_file
 from ..formats.sidecar import journal_path, sidecar_path
+from ..formats.tiff_compressed import (
+    StripIndex,
+    compressed_tail_bound,
+    create_compressed_tiff,
+    finish_compressed,
+    parse_compression,
+)
 from ..formats.tiff_layout import TiffLayout, create_tiff, finish_exact, tail_bound
+from ._compress import CompressorPool
 from ._pipeline import DEFAULT_FLUSH_INTERVAL_S, DEFAULT_MAX_QUEUE_BYTES, WriterStats
 from ._queued import _NULL, QueuedWriterMixin, is_open_ended
 from ._upstream import OMETiffWriter
@@ -72,6 +85,8 @@ class _Target:
     last_flat: int = -1  # highest storage index written
     reserved: int = 0  # bytes of the file reserved on disk (until Stop)
     tight: bool = False  # the disk refused a whole chunk: reserve frame by frame
+    strips: StripIndex | None = None  # compressed: where each frame's strip is
+    submitted: int = 0  # compressed: frames handed to the pool
     # per frame: computed once, not from the layout each time (issue 20)
     data_offset: int = field(init=False)
     frame_shape: tuple[int, int] = field(init=False)
@@ -134,6 +149,11 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
         Automatic when the MDA runs an iterable of events (e.g.
         ``mesofield_napari.acquisition.endless_timelapse``), whose length nobody
         knows.
+    compression
+        ``None``/``"none"`` (default: uncompressed, planned layout), ``"deflate"``
+        (level 1, read by every TIFF reader) or ``"zstd"`` (level 3): lossless,
+        one compressed strip per frame with the horizontal predictor, encoded on
+        ``compress_workers`` threads (default: one per core).
 
     Notes
     -----
@@ -153,8 +173,13 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
         max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL_S,
         until_stop: bool = False,
+        compression: str | None = None,
+        compress_workers: int = 0,
     ) -> None:
         name = os.fspath(filename)
+        codec = parse_compression(compression)  # a bad value: one clear line
+        if int(compress_workers) < 0:
+            raise ValueError(f"compress_workers must be >= 0: {compress_workers!r}")
         if not name.lower().endswith(TIFF_EXTENSIONS):
             raise ValueError(
                 f"CustomWriter filename must end with one of {', '.join(TIFF_EXTENSIONS)}"
@@ -168,12 +193,21 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
         self._targets: dict[int, _Target] = {}
         self._until_stop = bool(until_stop)
         self._growing = self._until_stop
+        self._compression = codec
+        self._compress_workers = int(compress_workers)
+        self._pool: CompressorPool | None = None
+        self._in_write = False
         self._init_queue(max_queue_bytes=max_queue_bytes, flush_interval=flush_interval)
 
     @property
     def until_stop(self) -> bool:
         """True while the current run grows its files (no planned length)."""
         return self._growing
+
+    @property
+    def compression(self) -> str:
+        """The codec of the files this writer makes ("" uncompressed)."""
+        return self._compression
 
     @property
     def position_sizes(self) -> Any:
@@ -183,6 +217,12 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
 
     def sequenceStarted(self, seq: useq.MDASequence, meta: Any = _NULL) -> None:
         self._growing = self._until_stop or is_open_ended(seq)
+        if self._compression and self._pool is None:
+            self._pool = CompressorPool(
+                self._compression,
+                workers=self._compress_workers,
+                name=Path(self._filename).name,
+            )
         super().sequenceStarted(seq, meta)  # (an open-ended seq is swapped there)
 
     # ------------------------------------------------------------ seed API
@@ -204,6 +244,10 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
         dims, lead_shape = (
             ("t", (1,)) if growing else ("".join(lead), tuple(lead.values()))
         )
+        if self._compression:
+            return self._new_compressed(
+                position_key, path, dtype, frame_shape, dims, lead_shape
+            )
         frame_bytes = int(np.prod(frame_shape)) * dtype.itemsize
         pages = 1 if growing else int(np.prod(lead_shape, dtype=np.int64))
         if not growing:
@@ -269,6 +313,9 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
             )
         if frame.dtype != target.dtype:
             frame = frame.astype(target.dtype)
+        if target.strips is not None:
+            self._submit(target, index, frame)
+            return
         if self._growing:
             flat = target.count
             self._reserve_for(target, flat + 1)
@@ -292,6 +339,10 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
     def finalize_metadata(self) -> None:
         """Make the data durable, finish every file to the frames written, then
         stream the legacy sidecar atomically (in that order: crash-safe)."""
+        if self._pool is not None:
+            self._drain(0)  # (the pipeline drained before "finish": nothing left)
+            self._pool.shutdown()
+            self._pool = None
         with self._io_lock:
             self._flush_data()
             targets = list(self._targets.values())
@@ -324,6 +375,14 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
     def _finish_target(self, target: _Target) -> None:
         layout = target.layout
         pages = layout.pages_for(target.last_flat)
+        if target.strips is not None:
+            if pages > 0:
+                finish_compressed(target.fd, layout, target.strips, pages)
+                return
+            fd, target.fd = target.fd, -1
+            fileio.close(fd)
+            fileio.unlink(target.path)
+            return
         if pages == 0:  # nothing was ever written: no file claims to be a recording
             fd, target.fd = target.fd, -1
             fileio.close(fd)  # Windows removes no file that is still open
@@ -349,6 +408,11 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
         )
         if need <= target.reserved:
             return
+        self._reserve_ahead(target, need, pages)
+
+    def _reserve_ahead(self, target: _Target, need: int, pages: int) -> None:
+        """Reserve up to ``need`` bytes, a chunk ahead unless the disk is tight."""
+        layout = target.layout
         chunk = min(
             _MAX_RESERVE, max(_MIN_RESERVE, _RESERVE_FRAMES * layout.frame_bytes)
         )
@@ -373,6 +437,136 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
     def _flush_data(self) -> None:
         for target in self._targets.values():
             fileio.data_sync(target.fd)
+
+    # ------------------------------------------------------------ compressed
+    def _new_compressed(
+        self,
+        key: str,
+        path: Path,
+        dtype: np.dtype,
+        frame_shape: tuple[int, int],
+        dims: str,
+        lead_shape: tuple[int, ...],
+    ) -> np.ndarray:
+        """Create an append-layout file (``tiff_compressed``); journal its layout.
+
+        Returns a zero-strided placeholder array (upstream keys its bookkeeping by
+        it); the pixels are only in the file.
+        """
+        growing = self._growing
+        try:
+            fd, layout = create_compressed_tiff(
+                path,
+                dtype=dtype,
+                frame_shape=frame_shape,
+                dims=dims,
+                sizes=lead_shape,
+                growing=growing,
+                is_ome=self._is_ome,
+                metadata=self._sequence_metadata(),
+                compression=self._compression,
+            )
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            raise RecordingError(
+                f"cannot create {path.name}: {exc.strerror or exc}"
+            ) from exc
+        target = _Target(key, path, fd, layout, lead_shape)
+        target.strips = StripIndex(1 if growing else layout.planned_pages)
+        try:
+            if self._journal is not None:
+                self._journal.append_layout(layout.to_json(), key)
+        except OSError:
+            fileio.close(fd)
+            fileio.unlink(path)  # created exclusively above: it is ours
+            raise
+        placeholder = np.broadcast_to(np.zeros((), dtype), (*lead_shape, *frame_shape))
+        self._targets[id(placeholder)] = target
+        return placeholder  # type: ignore[return-value]
+
+    def _submit(
+        self, target: _Target, index: tuple[int, ...], frame: np.ndarray
+    ) -> None:
+        """Hand the frame to the compressors; write the strips that are due."""
+        assert self._pool is not None
+        if self._growing:
+            flat = target.submitted
+        else:
+            flat = target.flat_index(index) if index else 0
+        target.submitted += 1
+        self._pool.submit(frame, target, flat)
+        self._in_write = True
+        try:
+            self._drain(self._pool.max_pending - 1)
+        finally:
+            self._in_write = False
+
+    def store_frame_metadata(self, key: str, event: useq.MDAEvent, meta: Any) -> None:
+        """Compressed: the frame's line waits for its strip (written in ``_drain``)."""
+        entry = self._pool.newest if self._pool is not None else None
+        if entry is None or entry.meta_json is not None:
+            super().store_frame_metadata(key, event, meta)
+            return
+        index = {k: int(v) for k, v in event.index.items()}
+        entry.meta_json = frame_meta_json(meta, index, self._extra_frame_metadata())
+        entry.key = key
+        timestamps = getattr(self, "_timestamps", None)
+        if isinstance(timestamps, list):
+            timestamps.clear()
+
+    def _flush_journal(self) -> None:
+        """Writer thread, queue empty: write every pending strip, then the lines."""
+        if self._pool is not None:
+            self._drain(0)
+        super()._flush_journal()
+
+    def _drain(self, keep: int) -> None:
+        """Append the oldest strips (in order) until ``keep`` frames are pending.
+
+        On a failure every pending frame counts as lost, none as written (the
+        pipeline counts the frame being handed over itself).
+        """
+        pool = self._pool
+        assert pool is not None
+        try:
+            while len(pool) > keep:
+                self._write_oldest(pool)
+        except BaseException as exc:
+            lost = pool.discard() - (1 if self._in_write else 0)
+            if isinstance(exc, JournalWriteError):
+                lost += max(0, exc.frames_lost - 1)  # the rest of its batch
+            self._unjournaled(max(0, lost))
+            raise
+
+    def _write_oldest(self, pool: CompressorPool) -> None:
+        entry, strip = pool.oldest()
+        target: _Target = entry.target
+        strips = target.strips
+        assert strips is not None
+        offset = strips.end
+        pages = target.layout.planned_pages if not self._growing else target.count + 1
+        need = offset + len(strip) + compressed_tail_bound(target.layout, pages)
+        if need > target.reserved:
+            self._reserve_ahead(target, need, target.count + 1)
+        try:
+            fileio.pwrite_all(target.fd, strip, offset)
+        except OSError as exc:
+            if exc.errno not in _NO_SPACE:
+                raise
+            raise RecordingError(
+                f"disk full: cannot write frame {target.count + 1} of "
+                f"{target.path.name} ({exc.strerror or exc}); the {target.count} "
+                "frame(s) before it are kept"
+            ) from exc
+        strips.add(entry.flat, offset, len(strip))
+        target.count += 1
+        target.last_flat = max(target.last_flat, entry.flat)
+        if self._journal is not None and entry.meta_json is not None:
+            self._journal.append_json(entry.meta_json, entry.key, (offset, len(strip)))
+        pool.done()
+        key = entry.key or target.key
+        self._frames_by_position[key] = self._frames_by_position.get(key, 0) + 1
 
 
 def _check_free_space(path: Path, nbytes: int) -> None:
