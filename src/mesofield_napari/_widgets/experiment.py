@@ -181,11 +181,11 @@ class ExperimentPanel(FinalizeOnClose, QWidget):
 
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.verticalHeader().setVisible(False)
+        rows, columns = self.table.verticalHeader(), self.table.horizontalHeader()
+        assert rows is not None and columns is not None  # Qt's stubs allow None
+        rows.setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeader().setSectionResizeMode(
-            QHeaderView.ResizeMode.ResizeToContents
-        )
+        columns.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.setMinimumHeight(110)
         self.table.setToolTip("★ the primary device: its length ends the run")
         self.setMinimumWidth(440)
@@ -526,13 +526,14 @@ class ExperimentPanel(FinalizeOnClose, QWidget):
                 elif item.text() != text:
                     item.setText(text)
             tip = row.get("error") or ""
-            self.table.item(r, 2).setToolTip(tip)
+            if (status := self.table.item(r, 2)) is not None:  # set just above
+                status.setToolTip(tip)
 
     def table_rows(self) -> list[dict[str, str]]:
         """What the device table shows, as text (tests, screenshots)."""
         return [
             {
-                col: (self.table.item(r, c).text() if self.table.item(r, c) else "")
+                col: (item.text() if (item := self.table.item(r, c)) else "")
                 for c, col in enumerate(COLUMNS)
             }
             for r in range(self.table.rowCount())
