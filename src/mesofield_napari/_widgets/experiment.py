@@ -65,6 +65,8 @@ from ._micromanager import display_suppressed, find_main_window
 if TYPE_CHECKING:
     import napari
 
+    from ..data.formats.payloads import ExperimentPayload
+
 TABLE_INTERVAL_MS = 500  # the device table refreshes at most twice a second
 FINALIZE_TIMEOUT_S = 300.0  # bounded waits for devices to stop and files to finalize
 COLUMNS = ("id", "kind", "state", "frames", "fps", "lost", "missing", "queue")
@@ -98,7 +100,7 @@ class ExperimentPanel(FinalizeOnClose, QWidget):
         self.load_error: str | None = None
         self.live_layers: dict[str, Any] = {}
         self.live_updates = 0  # how often a live layer was refreshed
-        self.last_result: dict[str, Any] | None = None
+        self.last_result: ExperimentPayload | None = None
         self._shown: dict[str, int] = {}
         self._worker: threading.Thread | None = None
         self._stop_wanted = threading.Event()
@@ -464,11 +466,13 @@ class ExperimentPanel(FinalizeOnClose, QWidget):
             run.stop(FINALIZE_TIMEOUT_S)
         self._emit(run.result(), None)
 
-    def _emit(self, result: dict[str, Any] | None, error: str | None) -> None:
+    def _emit(self, result: ExperimentPayload | None, error: str | None) -> None:
         with contextlib.suppress(RuntimeError):  # the widget is gone (app exit)
             self._run_done.emit((result, error))
 
-    def _on_run_done(self, payload: tuple[dict[str, Any] | None, str | None]) -> None:
+    def _on_run_done(
+        self, payload: tuple[ExperimentPayload | None, str | None]
+    ) -> None:
         result, error = payload
         if self._worker is not None:
             self._worker.join(5.0)  # it only has to return after the emit
@@ -572,7 +576,7 @@ class ExperimentPanel(FinalizeOnClose, QWidget):
                 self.viewer.layers.remove(layer)
         self.live_layers = {}
 
-    def _reopen(self, result: dict[str, Any]) -> None:
+    def _reopen(self, result: ExperimentPayload) -> None:
         """Swap the live frames for every camera's file, reopened through the reader."""
         from napari.layers import Layer
 

@@ -19,6 +19,7 @@ import useq
 from useq._mda_event import ReadOnlyDict
 
 from ..data import CustomWriter, CV2Writer, RecordingError
+from ..data.formats.payloads import RecordResultPayload, WriterFile
 from ..data.manager.run_manager import describe_writer, run_of
 from .preflight import frame_geometry
 from .run_watch import RunWatch
@@ -39,7 +40,7 @@ Writer = CustomWriter | CV2Writer
 class RecordResult:
     """What a recording produced (the CLI prints this as JSON)."""
 
-    files: list[dict[str, Any]] = field(default_factory=list)
+    files: list[WriterFile] = field(default_factory=list)
     frames_requested: int = 0
     frames_written: int = 0  # by every writer: what is on disk
     elapsed_s: float = 0.0
@@ -51,7 +52,7 @@ class RecordResult:
     def ok(self) -> bool:
         return not self.errors
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> RecordResultPayload:
         return {
             "ok": self.ok,
             "files": self.files,

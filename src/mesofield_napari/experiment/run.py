@@ -41,6 +41,7 @@ from mesokit_schema import DataqueuePayloadSchema
 
 from ..acquisition.console_log import quiet_pymmcore_for_cli
 from ..acquisition.core_release import release_core
+from ..data.formats.payloads import DeviceFile, ExperimentPayload
 from ..data.manager.manifest import Producer
 from ..data.manager.run_manager import RunManager, describe_writer
 from ..data.writer._pipeline import DEFAULT_MAX_QUEUE_BYTES
@@ -722,9 +723,9 @@ class ExperimentRun:
             status["missing"] = self.run.frames_missing(device_id)
         return status
 
-    def result(self) -> dict[str, Any]:
+    def result(self) -> ExperimentPayload:
         """The CLI's JSON object: ``ok``, ``files``, ``run_dir``, ``manifest``, ..."""
-        files: list[dict[str, Any]] = []
+        files: list[DeviceFile] = []
         for device_id, device in self.devices.items():
             writer = getattr(device, "writer", None)
             if writer is not None:
