@@ -14,7 +14,7 @@ Python 3.10 has no ``NotRequired``: a TypedDict's optional keys are a
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, TypedDict, final
 
 __all__ = [
     "DeviceFile",
@@ -118,6 +118,8 @@ class ExperimentPayload(TypedDict):
 
 
 # ---------------------------------------------------------------- inspect
+# final: nothing adds keys to them, so `"recordings" in summary` tells them apart
+@final
 class RecordingSummary(TypedDict):
     """``inspect <recording> --json`` (``data.reader.summary.summarize_recording``)."""
 
@@ -163,6 +165,7 @@ class _RunSummaryRequired(TypedDict):
     runs: list[RunEntry]
 
 
+@final
 class RunSummary(_RunSummaryRequired, total=False):
     """``inspect <folder> --json`` (``summarize_run``); the command adds the first
     recording's main numbers, for scripts that expect one recording."""
