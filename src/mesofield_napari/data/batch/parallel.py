@@ -183,7 +183,7 @@ def _run_job(
                 base = offset
 
                 def sub(done: int, total: int, base: int = base) -> None:
-                    progress(base + done, base + total)  # type: ignore[misc]
+                    progress(base + done, base + total)
             else:
                 sub = None  # type: ignore[assignment]
             res = fn(
