@@ -12,8 +12,8 @@ import gc
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
+from ..data.formats.payloads import ExperimentPayload
 from ..devices import DeviceError
 from .config import ExperimentError, load_experiment
 from .run import ExperimentRun
@@ -33,7 +33,7 @@ def record_experiment(
     duration: float | None = None,
     out: str | Path | None = None,
     stop: threading.Event | None = None,
-) -> dict[str, Any]:
+) -> ExperimentPayload:
     """Record one session of the experiment at ``target`` and describe what it wrote.
 
     Returns ``{"ok", "files": [{path, kind, frames, sidecar, device_id, ...}],
