@@ -38,6 +38,7 @@ from .formats.journal import (
     write_sidecar_from_journal,
 )
 from .formats.names import is_video, with_name_suffix
+from .formats.payloads import RecoveryPayload
 from .formats.sidecar import (
     journal_path,
     recording_path,
@@ -101,7 +102,7 @@ class RecoveryReport:
     def frames(self) -> int:
         return sum(self.frames_by_position.values())
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> RecoveryPayload:
         return {
             "data_path": str(self.data_path),
             "sidecar": str(self.sidecar),
