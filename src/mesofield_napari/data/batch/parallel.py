@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..formats.payloads import ExportPayload, JobPayload
 from .dff import dff_trace
 from .jobs import Cancelled, CancelToken, ProgressCallback, frame_count
 from .montage import montage
@@ -67,7 +68,7 @@ class JobResult:
     #: an option did not fit this recording (``error`` says which): not a failure
     skipped: bool = False
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JobPayload:
         return {
             "path": os.fspath(self.path),
             "ok": self.ok,
@@ -116,7 +117,7 @@ class BatchSummary:
     def cancelled(self) -> list[Path]:
         return [j.path for j in self.jobs if j.cancelled]
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> ExportPayload:
         return {
             "operation": self.operation,
             "ok": self.ok,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..formats.names import VIDEO_EXTENSIONS, is_video, split_extension
+from ..formats.payloads import SkippedPayload
 from ..manager.paths import is_processed
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ class Skipped:
     path: Path
     reason: str
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> SkippedPayload:
         return {"path": os.fspath(self.path), "reason": self.reason}
 
 
