@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._platform.console import StopRequests
 from ..acquisition.console_log import quiet_pymmcore_console
@@ -32,6 +32,10 @@ from ._args import (
     positive_int,
     prepare_out_dir,
 )
+
+if TYPE_CHECKING:
+    from ..acquisition.timelapse import RecordResult
+    from ..data.formats.payloads import RecordPayload
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -255,7 +259,7 @@ def _cmd_record_timelapse(args: argparse.Namespace) -> int:
         release_core(core)
     errors = list(dict.fromkeys(run.errors))
 
-    payload = {
+    payload: RecordPayload = {
         **result.as_dict(),
         "ok": not errors,
         "errors": errors,
@@ -288,7 +292,9 @@ def _cmd_record_timelapse(args: argparse.Namespace) -> int:
     return EXIT_USAGE if errors else 0
 
 
-def _record_on(core: Any, args: argparse.Namespace, run: Any, out: Path) -> Any:
+def _record_on(
+    core: Any, args: argparse.Namespace, run: Any, out: Path
+) -> RecordResult:
     """The time-lapse on ``core`` into ``run``; every file final when it returns."""
     from ..acquisition.timelapse import timelapse
 
@@ -312,7 +318,7 @@ def _writer_files(writer: str) -> list[tuple[str, str]]:
 
 def _record_with_stops(
     args: argparse.Namespace, run: Any, core: Any, sequence: Any, stops: Any
-) -> Any:
+) -> RecordResult:
     """Record with the run's files; a stop request (Ctrl-C, SIGTERM, Ctrl-Break,
     the console closing, the stop file) cancels the acquisition, and once it has
     ended requests are ignored, so finishing the files is never interrupted."""
