@@ -6,9 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._args import EXIT_USAGE, CLIError
+
+if TYPE_CHECKING:
+    from ..data.formats.payloads import RecoverFolderPayload, RecoveryPayload
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -40,7 +43,8 @@ def cmd(args: argparse.Namespace) -> int:
         ]
         if not targets:
             if args.json:
-                print(json.dumps({"ok": True, "recordings": []}, indent=2))
+                empty: RecoverFolderPayload = {"ok": True, "recordings": []}
+                print(json.dumps(empty, indent=2))
             else:
                 print(f"{args.path}: no crashed recording (no frame journal) found")
             return 0
@@ -58,7 +62,7 @@ def cmd(args: argparse.Namespace) -> int:
                 raise CLIError(str(exc)) from exc
             failures.append(f"{target}: {exc}")
     if args.json:
-        payload: Any = (
+        payload: RecoveryPayload | RecoverFolderPayload = (
             reports[0].as_dict()
             if not folder
             else {
