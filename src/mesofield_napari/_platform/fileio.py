@@ -135,7 +135,8 @@ def pwrite_all(fd: int, data: Any, offset: int) -> None:
 def pread(fd: int, size: int, offset: int) -> bytes:
     """Up to ``size`` bytes at ``offset`` (fewer only at the end of the file)."""
     if system() != "windows":
-        return os.pread(fd, size, offset)  # type: ignore[attr-defined, unused-ignore]
+        data: bytes = os.pread(fd, size, offset)  # type: ignore[attr-defined, unused-ignore]
+        return data
     parts, got = [], 0
     with _fd_lock(fd):
         os.lseek(fd, offset, os.SEEK_SET)

@@ -533,7 +533,8 @@ class RunManager:
 
     def manifest(self) -> dict[str, Any]:
         """The AcquisitionManifest as a JSON-ready dict (what the file holds)."""
-        return self._build_manifest().model_dump(mode="json")
+        dumped: dict[str, Any] = self._build_manifest().model_dump(mode="json")
+        return dumped
 
     def _build_manifest(self) -> Any:
         files: list[dict[str, Any]] = []
