@@ -49,9 +49,9 @@ app: $(VENV)/.installed system-deps
 PLATFORM_TESTS := $(shell cat tests/platform-suite.txt)
 EMULATED := -q -p no:cacheprovider -m "not slow" $(PLATFORM_TESTS)
 
-test: $(VENV)/.installed system-deps
-	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/ruff format --check src tests benchmarks scripts
+# lint first: ruff, then mypy over src/ (pyproject.toml's [tool.mypy]; docs/design.md,
+# Types) and the pyproject.toml schema, as CI's lint job and the pre-commit hooks
+test: lint system-deps
 ifeq ($(shell uname -s),Linux)
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest --emulate-os=windows $(EMULATED)
@@ -63,6 +63,8 @@ endif
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/mypy
+	$(BIN)/validate-pyproject pyproject.toml
 
 bench: $(VENV)/.installed system-deps
 	$(BIN)/python benchmarks/bench_writers.py --markdown

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from pymmcore_plus import CMMCorePlus
 
     from ._widgets.recorder import RecorderWidget
+    from .data.formats.payloads import ExperimentPayload
     from .models.recorder import RunOutcome
 
 
@@ -53,7 +54,7 @@ class AppResult:
     outcome: RunOutcome | None = None
     screenshot: Path | None = None
     errors: list[str] = field(default_factory=list)
-    experiment: dict[str, Any] | None = None  # ExperimentRun.result() (experiment)
+    experiment: ExperimentPayload | None = None  # ExperimentRun.result() (experiment)
 
 
 def build_window(
@@ -131,7 +132,7 @@ def script_experiment(
     if not opts.quit:
         return  # the user presses Record
 
-    def finished(payload: dict[str, Any]) -> None:
+    def finished(payload: ExperimentPayload) -> None:
         result.experiment = payload
         result.errors.extend(payload.get("errors") or [])
         side_by_side(viewer, len(viewer.layers) > 1)  # every camera at once

@@ -17,11 +17,17 @@ Errors are ``OSError`` with ``winerror`` set (``ctypes.WinError``), so a full di
 from __future__ import annotations
 
 import ctypes
-import msvcrt  # type: ignore[import-not-found]  # Windows only
+import sys
 from collections.abc import Callable
-from ctypes import wintypes
 
-_kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+# Windows only (``_platform.win32()`` imports it there); mypy checks the rest of the
+# module under ``--platform win32`` (docs/design.md, Types)
+assert sys.platform == "win32"
+
+import msvcrt  # noqa: E402
+from ctypes import wintypes  # noqa: E402
+
+_kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
 _kernel32.SetFileInformationByHandle.argtypes = [
     wintypes.HANDLE,
     ctypes.c_int,
@@ -29,7 +35,7 @@ _kernel32.SetFileInformationByHandle.argtypes = [
     wintypes.DWORD,
 ]
 _kernel32.SetFileInformationByHandle.restype = wintypes.BOOL
-_HandlerRoutine = ctypes.WINFUNCTYPE(wintypes.BOOL, wintypes.DWORD)  # type: ignore[attr-defined]
+_HandlerRoutine = ctypes.WINFUNCTYPE(wintypes.BOOL, wintypes.DWORD)
 _kernel32.SetConsoleCtrlHandler.argtypes = [_HandlerRoutine, wintypes.BOOL]
 _kernel32.SetConsoleCtrlHandler.restype = wintypes.BOOL
 
@@ -45,7 +51,7 @@ def _set_info(fd: int, info_class: int, value: int) -> None:
     if not _kernel32.SetFileInformationByHandle(
         handle, info_class, ctypes.byref(size), ctypes.sizeof(size)
     ):
-        raise ctypes.WinError(ctypes.get_last_error())  # type: ignore[attr-defined]
+        raise ctypes.WinError(ctypes.get_last_error())
 
 
 def set_allocation(fd: int, size: int) -> None:
@@ -63,5 +69,5 @@ def set_console_ctrl_handler(handler: Callable[[int], bool]) -> None:
     Windows does); it returns True when it handled the event."""
     callback = _HandlerRoutine(lambda event: bool(handler(int(event))))
     if not _kernel32.SetConsoleCtrlHandler(callback, True):
-        raise ctypes.WinError(ctypes.get_last_error())  # type: ignore[attr-defined]
+        raise ctypes.WinError(ctypes.get_last_error())
     _handlers.append(callback)

@@ -10,6 +10,7 @@ allow 1024 resp. 4096 bytes per path and 255 bytes per name.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from . import system
@@ -20,8 +21,10 @@ MAX_NAME = 255
 
 
 def _long_paths_enabled() -> bool:
+    if sys.platform != "win32":  # winreg exists on Windows only
+        return False
     try:
-        import winreg  # type: ignore[import-not-found]
+        import winreg
 
         key = winreg.OpenKey(
             winreg.HKEY_LOCAL_MACHINE, r"SYSTEM\CurrentControlSet\Control\FileSystem"

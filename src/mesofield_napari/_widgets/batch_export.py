@@ -20,9 +20,11 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+from magicgui.types import FileDialogMode
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -144,8 +146,12 @@ class BatchExportWidget(QWidget):
         d = option_defaults()
 
         # ---- inputs
-        self.files = FileEdit(mode="rm", label="Files", filter=RECORDING_FILTER)
-        self.folder = FileEdit(mode="d", nullable=True, label="Folder")
+        self.files = FileEdit(
+            mode=FileDialogMode.EXISTING_FILES, label="Files", filter=RECORDING_FILTER
+        )
+        self.folder = FileEdit(
+            mode=FileDialogMode.EXISTING_DIRECTORY, nullable=True, label="Folder"
+        )
         self.pattern = LineEdit(
             value=DEFAULT_PATTERN,
             label="Pattern",
@@ -266,7 +272,7 @@ class BatchExportWidget(QWidget):
             value=0, min=0, max=INT_MAX, label="Max frames", tooltip="0 = all"
         )
         self.out_dir = FileEdit(
-            mode="d",
+            mode=FileDialogMode.EXISTING_DIRECTORY,
             nullable=True,
             label="Output folder",
             tooltip="empty = <run folder>/processed of each recording",
@@ -313,13 +319,16 @@ class BatchExportWidget(QWidget):
         self.results.setHorizontalHeaderLabels(
             ["Status", "Recording", "Output / error"]
         )
-        self.results.verticalHeader().setVisible(False)
+        rows = self.results.verticalHeader()
+        assert rows is not None  # Qt's stubs allow None; a table has its headers
+        rows.setVisible(False)
         self.results.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.results.setSelectionBehavior(
             QAbstractItemView.SelectionBehavior.SelectRows
         )
         self.results.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         header = self.results.horizontalHeader()
+        assert header is not None
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
@@ -496,11 +505,12 @@ class BatchExportWidget(QWidget):
         """The current values as a validated request (``RequestError`` if invalid)."""
         return build_request(
             self.operation.value,
-            files=self.files.value or (),
-            folder=self.folder.value,
+            # magicgui types every mode's value alike: "rm" gives a tuple, "d" a path
+            files=cast("tuple[Path, ...]", self.files.value) or (),
+            folder=cast("Path | None", self.folder.value),
             pattern=self.pattern.value,
             layer_paths=self.layers.value,
-            out_dir=self.out_dir.value,
+            out_dir=cast("Path | None", self.out_dir.value),
             overwrite=self.overwrite.value,
             workers=self.workers.value,
             scheduler=self.scheduler.value,
@@ -638,11 +648,13 @@ class BatchExportWidget(QWidget):
 
     def selected_traces(self) -> list[Trace]:
         """The traces of the selected results row (all positions of a recording)."""
-        rows = {i.row() for i in self.results.selectionModel().selectedRows()}
+        selection = self.results.selectionModel()
+        assert selection is not None  # Qt's stubs allow None; a view has its model
+        rows = {i.row() for i in selection.selectedRows()}
         return [t for r in sorted(rows) for t in self._row_traces[r]]
 
     def _on_row_selected(self) -> None:
-        chosen = {t.path for t in self.selected_traces()}
+        chosen = {str(t.path) for t in self.selected_traces()}
         self.add_button.setEnabled(bool(chosen) and not self.running)
         for line in self.trace_lines:
             line.set_linewidth(2.2 if line.get_gid() in chosen else 1.0)
@@ -674,7 +686,7 @@ class BatchExportWidget(QWidget):
                 color=TRACE_COLORS[i % len(TRACE_COLORS)],
                 label=_short(trace.label),
             )
-            line.set_gid(trace.path)
+            line.set_gid(str(trace.path))  # matplotlib's gid is a str
             self.trace_lines.append(line)
         ax.set_xlabel(" / ".join(sorted(xlabels)), fontsize=9)
         ax.set_ylabel(traces[0].quantity, fontsize=9)

@@ -65,6 +65,8 @@ from ._micromanager import display_suppressed, find_main_window
 if TYPE_CHECKING:
     import napari
 
+    from ..data.formats.payloads import ExperimentPayload
+
 TABLE_INTERVAL_MS = 500  # the device table refreshes at most twice a second
 FINALIZE_TIMEOUT_S = 300.0  # bounded waits for devices to stop and files to finalize
 COLUMNS = ("id", "kind", "state", "frames", "fps", "lost", "missing", "queue")
@@ -98,7 +100,7 @@ class ExperimentPanel(FinalizeOnClose, QWidget):
         self.load_error: str | None = None
         self.live_layers: dict[str, Any] = {}
         self.live_updates = 0  # how often a live layer was refreshed
-        self.last_result: dict[str, Any] | None = None
+        self.last_result: ExperimentPayload | None = None
         self._shown: dict[str, int] = {}
         self._worker: threading.Thread | None = None
         self._stop_wanted = threading.Event()
@@ -181,11 +183,11 @@ class ExperimentPanel(FinalizeOnClose, QWidget):
 
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.verticalHeader().setVisible(False)
+        rows, columns = self.table.verticalHeader(), self.table.horizontalHeader()
+        assert rows is not None and columns is not None  # Qt's stubs allow None
+        rows.setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeader().setSectionResizeMode(
-            QHeaderView.ResizeMode.ResizeToContents
-        )
+        columns.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.setMinimumHeight(110)
         self.table.setToolTip("★ the primary device: its length ends the run")
         self.setMinimumWidth(440)
@@ -464,11 +466,13 @@ class ExperimentPanel(FinalizeOnClose, QWidget):
             run.stop(FINALIZE_TIMEOUT_S)
         self._emit(run.result(), None)
 
-    def _emit(self, result: dict[str, Any] | None, error: str | None) -> None:
+    def _emit(self, result: ExperimentPayload | None, error: str | None) -> None:
         with contextlib.suppress(RuntimeError):  # the widget is gone (app exit)
             self._run_done.emit((result, error))
 
-    def _on_run_done(self, payload: tuple[dict[str, Any] | None, str | None]) -> None:
+    def _on_run_done(
+        self, payload: tuple[ExperimentPayload | None, str | None]
+    ) -> None:
         result, error = payload
         if self._worker is not None:
             self._worker.join(5.0)  # it only has to return after the emit
@@ -526,13 +530,14 @@ class ExperimentPanel(FinalizeOnClose, QWidget):
                 elif item.text() != text:
                     item.setText(text)
             tip = row.get("error") or ""
-            self.table.item(r, 2).setToolTip(tip)
+            if (status := self.table.item(r, 2)) is not None:  # set just above
+                status.setToolTip(tip)
 
     def table_rows(self) -> list[dict[str, str]]:
         """What the device table shows, as text (tests, screenshots)."""
         return [
             {
-                col: (self.table.item(r, c).text() if self.table.item(r, c) else "")
+                col: (item.text() if (item := self.table.item(r, c)) else "")
                 for c, col in enumerate(COLUMNS)
             }
             for r in range(self.table.rowCount())
@@ -571,7 +576,7 @@ class ExperimentPanel(FinalizeOnClose, QWidget):
                 self.viewer.layers.remove(layer)
         self.live_layers = {}
 
-    def _reopen(self, result: dict[str, Any]) -> None:
+    def _reopen(self, result: ExperimentPayload) -> None:
         """Swap the live frames for every camera's file, reopened through the reader."""
         from napari.layers import Layer
 

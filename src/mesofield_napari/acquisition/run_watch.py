@@ -23,6 +23,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..data.writer.signals import connect_direct, disconnect_quietly
@@ -126,8 +127,8 @@ class RunWatch:
         # camera timestamps of the first and last frame: how fast the camera ran
         self.camera_frames += 1
         try:
-            cam = meta.get("camera_metadata") or {}
-            ms = float(cam.get("ElapsedTime-ms"))
+            cam: Mapping[str, Any] = meta.get("camera_metadata") or {}
+            ms = float(cam["ElapsedTime-ms"])
         except Exception:
             return
         if self.first_camera_ms is None:

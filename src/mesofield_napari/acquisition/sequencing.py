@@ -106,11 +106,14 @@ def endless_timelapse(
     merging would wait for the end of an endless stream): :func:`iter_chunked_sequences`.
     """
     import useq
+    from useq._mda_event import ReadOnlyDict
 
     def events() -> Iterator[useq.MDAEvent]:
         for t in itertools.count():
             start = t * interval_s if interval_s else None
-            yield useq.MDAEvent(index={"t": t}, min_start_time=start, **event_fields)
+            yield useq.MDAEvent(
+                index=ReadOnlyDict({"t": t}), min_start_time=start, **event_fields
+            )
 
     engine = getattr(getattr(core, "mda", None), "engine", None)
     if core is None or not getattr(engine, "use_hardware_sequencing", False):

@@ -12,12 +12,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import useq
 from useq._mda_event import ReadOnlyDict
 
 from ..data import CustomWriter, CV2Writer, RecordingError
+from ..data.formats.payloads import RecordResultPayload, WriterFile
 from ..data.manager.run_manager import describe_writer, run_of
 from .preflight import frame_geometry
 from .run_watch import RunWatch
@@ -38,7 +40,7 @@ Writer = CustomWriter | CV2Writer
 class RecordResult:
     """What a recording produced (the CLI prints this as JSON)."""
 
-    files: list[dict[str, Any]] = field(default_factory=list)
+    files: list[WriterFile] = field(default_factory=list)
     frames_requested: int = 0
     frames_written: int = 0  # by every writer: what is on disk
     elapsed_s: float = 0.0
@@ -50,7 +52,7 @@ class RecordResult:
     def ok(self) -> bool:
         return not self.errors
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> RecordResultPayload:
         return {
             "ok": self.ok,
             "files": self.files,
@@ -161,7 +163,7 @@ class TimeLapse(useq.MDASequence):
     """
 
     @property
-    def sizes(self) -> dict[str, int]:  # type: ignore[override]
+    def sizes(self) -> dict[str, int]:
         loops = int(getattr(self.time_plan, "loops", 0) or 0)
         return {str(k): (loops if k == "t" else 0) for k in self.axis_order}
 
@@ -192,7 +194,12 @@ def timelapse(frames: int, interval_s: float = 0.0, **kwargs: Any) -> useq.MDASe
         raise ValueError(f"frames must be at least 1, got {frames}")
     if not math.isfinite(interval_s) or interval_s < 0:
         raise ValueError(f"interval must be a finite number >= 0, got {interval_s}")
-    return TimeLapse(time_plan={"interval": interval_s, "loops": frames}, **kwargs)
+    return TimeLapse(
+        time_plan=useq.TIntervalLoops(
+            interval=timedelta(seconds=interval_s), loops=frames
+        ),
+        **kwargs,
+    )
 
 
 def min_frames_written(writers: list[Writer]) -> int:
@@ -222,7 +229,11 @@ def record(
     does the manifest of the writers' run (:meth:`RunManager.interrupt`).
     """
     sized = isinstance(sequence, useq.MDASequence)
-    planned = (sequence.sizes.get("t", 1) or 1) if sized else 0  # 0: until Stop
+    planned = (  # 0: until Stop
+        (sequence.sizes.get("t", 1) or 1)
+        if isinstance(sequence, useq.MDASequence)
+        else 0
+    )
     result = RecordResult(frames_requested=planned)
     cancelled = False
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._args import CLIError
+
+if TYPE_CHECKING:
+    from ..data.formats.payloads import RecordingSummary, RunSummary
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -34,17 +37,18 @@ def cmd(args: argparse.Namespace) -> int:
 
     if not args.path.exists():
         raise CLIError(f"no such file or folder: {args.path}")
+    summary: RunSummary | RecordingSummary
     if args.path.is_dir():
-        summary = summarize_run(args.path)
-        if not summary["recordings"]:
+        run = summarize_run(args.path)
+        if not run["recordings"]:
             raise CLIError(f"no recordings found in {args.path}")
         # a single-recording view of the run's main numbers for scripts
-        first = summary["recordings"][0]
-        summary.update({k: first[k] for k in ("shape", "dtype", "duration_s", "fps")})
-        summary["dropped_frames"] = sum(
-            r["dropped_frames"] for r in summary["recordings"]
-        )
-        summary["sidecar"] = first["sidecar"]
+        first = run["recordings"][0]
+        run["shape"], run["dtype"] = first["shape"], first["dtype"]
+        run["duration_s"], run["fps"] = first["duration_s"], first["fps"]
+        run["dropped_frames"] = sum(r["dropped_frames"] for r in run["recordings"])
+        run["sidecar"] = first["sidecar"]
+        summary = run
     else:
         summary = summarize_recording(args.path)
     if args.json:

@@ -28,4 +28,4 @@ def configure_output() -> None:
     ) -> None:
         print(f"warning: {message}", file=sys.stderr)
 
-    warnings.showwarning = one_line  # type: ignore[assignment]
+    warnings.showwarning = one_line

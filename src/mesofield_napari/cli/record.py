@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._platform.console import StopRequests
 from ..acquisition.console_log import quiet_pymmcore_console
@@ -33,6 +33,10 @@ from ._args import (
     prepare_out_dir,
 )
 from .signals import acknowledged_interrupts
+
+if TYPE_CHECKING:
+    from ..acquisition.timelapse import RecordResult
+    from ..data.formats.payloads import RecordPayload
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -272,7 +276,7 @@ def _cmd_record_timelapse(args: argparse.Namespace) -> int:
         release_core(core)
     errors = list(dict.fromkeys(run.errors))
 
-    payload = {
+    payload: RecordPayload = {
         **result.as_dict(),
         "ok": not errors,
         "errors": errors,
@@ -305,7 +309,9 @@ def _cmd_record_timelapse(args: argparse.Namespace) -> int:
     return EXIT_USAGE if errors else 0
 
 
-def _record_on(core: Any, args: argparse.Namespace, run: Any, out: Path) -> Any:
+def _record_on(
+    core: Any, args: argparse.Namespace, run: Any, out: Path
+) -> RecordResult:
     """The time-lapse on ``core`` into ``run``; every file final when it returns."""
     from ..acquisition.timelapse import timelapse
 
@@ -329,7 +335,7 @@ def _writer_files(writer: str) -> list[tuple[str, str]]:
 
 def _record_with_stops(
     args: argparse.Namespace, run: Any, core: Any, sequence: Any, stops: Any
-) -> Any:
+) -> RecordResult:
     """Record with the run's files; a stop request (Ctrl-C, SIGTERM, Ctrl-Break,
     the console closing, the stop file) cancels the acquisition, and once it has
     ended requests are ignored, so finishing the files is never interrupted."""

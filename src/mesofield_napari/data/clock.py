@@ -30,7 +30,7 @@ def local_now() -> _dt.datetime:
     return _dt.datetime.now().astimezone()
 
 
-def frame_clock(meta: object, fallback_index: int) -> tuple[object, str]:
+def frame_clock(meta: object, fallback_index: int) -> tuple[int, str]:
     """(ImageNumber, device time) of a frame, for its data-queue row.
 
     pymmcore-plus's ``FrameMetaV1`` carries the camera's ``ImageNumber`` and the
@@ -40,10 +40,9 @@ def frame_clock(meta: object, fallback_index: int) -> tuple[object, str]:
     """
     camera = meta.get("camera_metadata") if isinstance(meta, dict) else None
     camera = camera if isinstance(camera, dict) else {}
-    number: object = camera.get("ImageNumber")
     try:
-        number = int(number)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        number = int(camera["ImageNumber"])
+    except (KeyError, TypeError, ValueError):
         number = fallback_index
     received = camera.get("TimeReceivedByCore")
     return number, str(received) if received else local_iso()

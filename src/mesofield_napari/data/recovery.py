@@ -36,7 +36,12 @@ from .formats.journal import (
     write_direct_sidecar,
     write_sidecar_from_journal,
 )
+<<<<<<< HEAD
 from .formats.names import is_video, unique_path, with_name_suffix
+=======
+from .formats.names import is_video, with_name_suffix
+from .formats.payloads import RecoveryPayload
+>>>>>>> types2
 from .formats.sidecar import (
     journal_path,
     recording_path,
@@ -134,7 +139,7 @@ class RecoveryReport:
     def frames(self) -> int:
         return sum(self.frames_by_position.values())
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> RecoveryPayload:
         return {
             "data_path": str(self.data_path),
             "sidecar": str(self.sidecar),

@@ -46,7 +46,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 import numpy as np
 
@@ -116,6 +116,7 @@ class Encoder:
         self._rng = np.random.default_rng(seed)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._fh: TextIO | None = None  # the CSV, from start() until stop()
         self._clock = RunClock()
         self._t0 = 0.0
         self._t_prev: float | None = None
@@ -153,8 +154,8 @@ class Encoder:
         if self.csv_path is None:
             raise RuntimeError(f"{self.device_id}: no csv_path to write to")
         self.csv_path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.csv_path, "x", newline="", encoding="utf-8")
-        self._csv = csv.writer(self._fh)
+        self._fh = fh = open(self.csv_path, "x", newline="", encoding="utf-8")
+        self._csv = csv.writer(fh)
         self._csv.writerow(self.columns)
         self._clock = RunClock()
         self._t0 = 0.0  # the clock's elapsed time at start
@@ -179,7 +180,7 @@ class Encoder:
                 self._thread = None
         if self.serial is not None:
             self.serial.close()
-        if getattr(self, "_fh", None) is not None and self._thread is None:
+        if self._fh is not None and self._thread is None:
             self._fh.close()
             self._fh = None
 
@@ -215,13 +216,15 @@ class Encoder:
     # ------------------------------------------------------------ reader thread
     def _guard(self, target: Callable[[], Iterator[None]]) -> None:
         last_flush = time.perf_counter()
+        fh = self._fh
+        assert fh is not None  # start() opens it before the thread starts
         try:
             for _ in target():
                 now = time.perf_counter()
                 if now - last_flush >= FLUSH_INTERVAL_S:
-                    self._fh.flush()
+                    fh.flush()
                     last_flush = now
-            self._fh.flush()
+            fh.flush()
         except BaseException as exc:
             self.error = exc
             if self.on_error is not None:

@@ -53,7 +53,7 @@ class SimulatedMesoscopeCamera(SimpleCameraDevice):
 
     def __init__(
         self,
-        shape: tuple[int, int] = (512, 512),
+        shape: tuple[int, ...] = (512, 512),  # checked: (height, width)
         exposure_ms: float = 10.0,
         bit_depth: int = 12,
         offset: int = 100,
@@ -81,7 +81,7 @@ class SimulatedMesoscopeCamera(SimpleCameraDevice):
         r2 = ((yy - cy) / h) ** 2 + ((xx - cx) / w) ** 2
         vignette = np.exp(-r2 * 4.0)
         # vessel-like texture: a few random low-frequency sinusoids
-        texture = np.zeros((h, w), np.float32)
+        texture: np.ndarray = np.zeros((h, w), np.float32)
         for _ in range(6):
             fy, fx = rng.uniform(1, 8, 2)
             phase = rng.uniform(0, 2 * np.pi)
@@ -149,7 +149,7 @@ class SimulatedMesoscopeCamera(SimpleCameraDevice):
         """Significant bits per pixel (frames stay below 2**bit_depth)."""
         return self._bit_depth
 
-    @bit_depth.setter
+    @bit_depth.setter  # type: ignore[no-redef]  # mypy knows .setter of property only
     def bit_depth(self, value: int) -> None:
         self._bit_depth = int(value)
         self._build_scene()
@@ -233,7 +233,7 @@ def create_sim_core(
 def sim_camera(core: UniMMCore) -> SimulatedMesoscopeCamera | None:
     """The simulated camera loaded in ``core`` (None for real cameras)."""
     try:
-        dev = core._pydevices[core.getCameraDevice()]  # type: ignore[attr-defined]
+        dev = core._pydevices[core.getCameraDevice()]
     except Exception:
         return None
     return dev if isinstance(dev, SimulatedMesoscopeCamera) else None

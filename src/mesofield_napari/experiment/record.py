@@ -13,8 +13,8 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from ..data.formats.payloads import ExperimentPayload
 from ..devices import DeviceError
 from .config import ExperimentError, load_experiment
 from .run import ExperimentRun
@@ -34,8 +34,12 @@ def record_experiment(
     duration: float | None = None,
     out: str | Path | None = None,
     stop: threading.Event | None = None,
+<<<<<<< HEAD
     on_finishing: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
+=======
+) -> ExperimentPayload:
+>>>>>>> types2
     """Record one session of the experiment at ``target`` and describe what it wrote.
 
     Returns ``{"ok", "files": [{path, kind, frames, sidecar, device_id, ...}],

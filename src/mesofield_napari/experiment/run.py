@@ -41,6 +41,7 @@ from mesokit_schema import DataqueuePayloadSchema
 
 from ..acquisition.console_log import quiet_pymmcore_for_cli
 from ..acquisition.core_release import release_core
+from ..data.formats.payloads import DeviceFile, ExperimentPayload
 from ..data.manager.manifest import Producer
 from ..data.manager.run_manager import RunManager, describe_writer
 from ..data.writer._pipeline import DEFAULT_MAX_QUEUE_BYTES
@@ -351,11 +352,12 @@ class ExperimentRun:
             raise ExperimentError(
                 f"{experiment.json_path}: no Configuration.duration; give a duration"
             )
+        given: object = duration  # a caller's or experiment.json's: checked here
         if not (
-            isinstance(duration, (int, float))
-            and not isinstance(duration, bool)
-            and math.isfinite(duration)
-            and 0 < duration <= MAX_DURATION_S
+            isinstance(given, (int, float))
+            and not isinstance(given, bool)
+            and math.isfinite(given)
+            and 0 < given <= MAX_DURATION_S
         ):
             raise ExperimentError(
                 f"duration must be positive seconds up to {MAX_DURATION_S:.0f} "
@@ -513,11 +515,12 @@ class ExperimentRun:
                 except DeviceError as exc:
                     raise DeviceError(f"cameras[{i}] ({spec.id}): {exc}") from None
         if (enc := self.experiment.encoder) is not None:
-            encoder = Encoder(
-                enc,
-                lambda payload, ts, _id=enc.id: self.run.push(_id, payload, ts),
-                on_error=self._device_failed,
-            )
+            run, enc_id = self.run, enc.id
+
+            def push(payload: Any, device_ts: Any) -> None:
+                run.push(enc_id, payload, device_ts)
+
+            encoder = Encoder(enc, push, on_error=self._device_failed)
             self._plan.encoder = encoder
             encoder.open()
 
@@ -548,15 +551,16 @@ class ExperimentRun:
                 sampling_rate_hz=cam.fps,
                 **kwargs,
             )
-            cam.writer = writer  # type: ignore[assignment]
+            cam.writer = writer
             self.devices[spec.id] = cam
         if (encoder := self._plan.encoder) is not None:
-            spec = encoder.spec
+            enc_spec = self.experiment.encoder
+            assert enc_spec is not None  # the plan has an encoder for this block only
             encoder.csv_path = run.data_path(
-                spec.output.suffix, ".csv", spec.output.bids_type
+                enc_spec.output.suffix, ".csv", enc_spec.output.bids_type
             )
-            run.add_producer(_encoder_producer(encoder))
-            self.devices[spec.id] = encoder
+            run.add_producer(_encoder_producer(encoder, enc_spec))
+            self.devices[enc_spec.id] = encoder
 
     # ------------------------------------------------------------ start / stop
     def start(self) -> ExperimentRun:
@@ -721,9 +725,9 @@ class ExperimentRun:
             status["missing"] = self.run.frames_missing(device_id)
         return status
 
-    def result(self) -> dict[str, Any]:
+    def result(self) -> ExperimentPayload:
         """The CLI's JSON object: ``ok``, ``files``, ``run_dir``, ``manifest``, ..."""
-        files: list[dict[str, Any]] = []
+        files: list[DeviceFile] = []
         for device_id, device in self.devices.items():
             writer = getattr(device, "writer", None)
             if writer is not None:
@@ -755,8 +759,8 @@ class ExperimentRun:
         }
 
 
-def _encoder_producer(encoder: Encoder) -> Producer:
-    spec = encoder.spec
+def _encoder_producer(encoder: Encoder, spec: EncoderSpec) -> Producer:
+    """``spec`` is ``encoder.spec`` as the experiment wrote it (with its output)."""
     if spec.type == "wheel":
         rows = DataqueuePayloadSchema(
             device_id=spec.id,

@@ -171,9 +171,11 @@ class Roi:
         if self.kind != other.kind or self.rect != other.rect:
             return False
         for a, b in ((self.vertices, other.vertices), (self.mask, other.mask)):
-            if (a is None) != (b is None):
-                return False
-            if a is not None and (a.shape != b.shape or not np.array_equal(a, b)):  # type: ignore[union-attr]
+            if a is None or b is None:
+                if a is not b:  # one of them only
+                    return False
+                continue
+            if a.shape != b.shape or not np.array_equal(a, b):
                 return False
         return True
 

@@ -253,7 +253,7 @@ def build_request(
     files: Iterable[str | os.PathLike[str]] = (),
     folder: str | os.PathLike[str] | None = None,
     pattern: str | None = DEFAULT_PATTERN,
-    layer_paths: Iterable[str | os.PathLike[str]] = (),
+    layer_paths: Iterable[str | os.PathLike[str] | None] = (),  # None: no source
     out_dir: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     workers: int = 1,

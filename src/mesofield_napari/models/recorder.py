@@ -580,16 +580,16 @@ class RecordingSession:
         elif self.mode == "armed" and not self._stop_requested:
             try:
                 planned = seq.sizes.get("t", 1) if seq.sizes else 1
-                active = self._open_run(max(1, planned))
+                opened = self._open_run(max(1, planned))
             except Exception as exc:
                 self.core.mda.cancel()
                 if self.on_error is not None:
                     self.on_error(exc)
                 return
             with self._lock:
-                self._active = active
+                self._active = opened
                 self._idle.clear()
-            active.watch.start()
+            opened.watch.start()
         active = self._active
         if active is None:
             return

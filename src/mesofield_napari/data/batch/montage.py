@@ -43,7 +43,7 @@ class MontageResult:
 
 def projection(
     rec: RecordingLike,
-    frame: int | Literal["mean"] = "mean",
+    frame: int | str = "mean",  # "mean" or an index; anything else is refused
     *,
     position: str | None = None,
     max_frames: int | None = None,

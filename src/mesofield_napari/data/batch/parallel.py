@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..formats.payloads import ExportPayload, JobPayload
 from .dff import dff_trace
 from .jobs import Cancelled, CancelToken, ProgressCallback, frame_count
 from .montage import montage
@@ -67,7 +68,7 @@ class JobResult:
     #: an option did not fit this recording (``error`` says which): not a failure
     skipped: bool = False
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JobPayload:
         return {
             "path": os.fspath(self.path),
             "ok": self.ok,
@@ -121,7 +122,7 @@ class BatchSummary:
     def cancelled(self) -> list[Path]:
         return [j.path for j in self.jobs if j.cancelled]
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> ExportPayload:
         return {
             "operation": self.operation,
             "ok": self.ok,
@@ -188,7 +189,7 @@ def _run_job(
                 base = offset
 
                 def sub(done: int, total: int, base: int = base) -> None:
-                    progress(base + done, base + total)  # type: ignore[misc]
+                    progress(base + done, base + total)
             else:
                 sub = None  # type: ignore[assignment]
             res = fn(

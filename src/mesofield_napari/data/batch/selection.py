@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..formats.names import VIDEO_EXTENSIONS, is_video, split_extension
+from ..formats.payloads import SkippedPayload
 from ..manager.paths import is_processed
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ class Skipped:
     reason: str
     unfinished: bool = False
 
+<<<<<<< HEAD
     def as_dict(self) -> dict[str, str | bool]:
         out: dict[str, str | bool] = {
             "path": os.fspath(self.path),
@@ -77,6 +79,10 @@ class Skipped:
         if self.unfinished:
             out["unfinished"] = True
         return out
+=======
+    def as_dict(self) -> SkippedPayload:
+        return {"path": os.fspath(self.path), "reason": self.reason}
+>>>>>>> types2
 
 
 @dataclass

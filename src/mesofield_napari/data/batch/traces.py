@@ -29,7 +29,8 @@ from .selection import DoesNotFit, check_camera, trace_name
 __all__ = ["ROI", "TraceResult", "mean_trace", "roi_mask"]
 
 Rect = tuple[int, int, int, int]
-ROI = Rect | np.ndarray | None
+# a rectangle as given: a tuple or a JSON list, its length checked (roi_mask)
+ROI = tuple[int, ...] | list[int] | np.ndarray | None
 MEAN_SUFFIX = "_meso-mean-trace.csv"  # a TIFF's whole-frame trace (datakit's glob)
 
 
@@ -70,7 +71,7 @@ class _Region:
         return block[:, y0:y1, x0:x1]
 
 
-def roi_mask(roi: ROI, shape: tuple[int, int], label: int | None = None) -> _Region:
+def roi_mask(roi: ROI, shape: tuple[int, ...], label: int | None = None) -> _Region:
     """Validate ``roi`` against the frame ``shape`` (height, width).
 
     ``roi`` is ``None`` (whole frame), a rectangle ``(y0, y1, x0, x1)`` (half-open,

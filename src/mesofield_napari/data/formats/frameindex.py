@@ -48,8 +48,8 @@ class PositionIndex:
 
     count: int = 0  # entries that are JSON objects (frames)
     skipped: int = 0  # entries that are not objects (ignored, as before)
-    _times: array = field(default_factory=lambda: array("d"), repr=False)
-    _numbers: array = field(default_factory=lambda: array("q"), repr=False)
+    _times: array[float] = field(default_factory=lambda: array("d"), repr=False)
+    _numbers: array[int] = field(default_factory=lambda: array("q"), repr=False)
     first: dict[str, Any] | None = field(default=None, repr=False)
 
     def add(self, entry: Any) -> None:

@@ -251,12 +251,12 @@ def summarize_journal(path: str | os.PathLike[str]) -> JournalSummary:
             pos = str(obj.get("pos", "p0"))
             n = summary.frames.get(pos, 0)
             summary.frames[pos] = n + 1
-            layout = summary.layouts.get(pos)
+            known = summary.layouts.get(pos)
             flat = n  # until Stop: frames in arrival order
-            if layout is not None and not layout.growing:
+            if known is not None and not known.growing:
                 event = obj["meta"].get("mda_event")
                 try:
-                    flat = layout.flat_index(event if isinstance(event, dict) else {})
+                    flat = known.flat_index(event if isinstance(event, dict) else {})
                 except (ValueError, TypeError):
                     flat = n
             summary.last_flat[pos] = max(summary.last_flat.get(pos, -1), flat)

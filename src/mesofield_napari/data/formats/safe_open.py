@@ -109,7 +109,9 @@ def open_regular(
             if max_bytes is not None and st.st_size > max_bytes:
                 raise _too_large(path, st.st_size, max_bytes)
             if _NONBLOCK:
-                os.set_blocking(fd, True)  # regular files ignore it; be plain anyway
+                # regular files ignore it; be plain anyway (POSIX: _NONBLOCK is 0 on
+                # Windows, where mypy --platform win32 has no os.set_blocking)
+                os.set_blocking(fd, True)  # type: ignore[attr-defined, unused-ignore]
         except BaseException:
             os.close(fd)
             raise

@@ -62,7 +62,7 @@ class Producer:
             output_path=_relative(self.output_path, session_dir),
             metadata_path=_relative(metadata, session_dir) if metadata else None,
             sampling_rate_hz=self.sampling_rate_hz,
-            time_basis=TimeBasis(clock_source=self.clock_source),  # type: ignore[arg-type]
+            time_basis=TimeBasis(clock_source=self.clock_source),
             calibration=_jsonable(dict(self.calibration())),
             dataqueue_schema=self.queue_rows,
         )

@@ -141,7 +141,8 @@ class RunPaths:
     @property
     def run_dir(self) -> Path:
         """The session folder: ``<experiment>/data/sub-<s>/ses-<n>``."""
-        return bids_session_dir(self.root, self.subject, self.session)
+        folder: Path = bids_session_dir(self.root, self.subject, self.session)
+        return folder
 
     @property
     def prefix(self) -> str:
@@ -149,7 +150,7 @@ class RunPaths:
 
     def name(self, suffix: str, ext: str) -> str:
         """``<stamp>_sub-…_ses-…_task-…_<suffix><ext>`` as mesokit builds it."""
-        return bids_stream_filename(
+        filename: str = bids_stream_filename(
             subject=self.subject,
             session=self.session,
             task=self.task,
@@ -157,6 +158,7 @@ class RunPaths:
             extension=ext.lstrip("."),
             timestamp=self.stamp,
         )
+        return filename
 
     def file(self, suffix: str, ext: str, kind: str | None = None) -> Path:
         """A fresh path ``[kind/]<prefix>_<suffix><ext>`` (collision-safe)."""

@@ -40,6 +40,7 @@ from ..._platform import fileio
 from ..clock import local_iso, local_now
 from ..errors import RecordingError
 from ..formats.names import split_extension
+from ..formats.payloads import WriterFile
 from ..formats.sidecar import sidecar_path
 from ..formats.tiff_layout import pause_point
 from ..frame_timing import MissingCounter, frame_timing
@@ -101,16 +102,16 @@ def writer_kind(writer: Writer) -> str:
     return split_extension(writer._filename)[1].lstrip(".").lower()
 
 
-def describe_writer(writer: Writer) -> list[dict[str, Any]]:
+def describe_writer(writer: Writer) -> list[WriterFile]:
     """One manifest/CLI entry per data file a writer produced."""
     kind = writer_kind(writer)
     per_position = writer.frames_written
-    entries = []
+    entries: list[WriterFile] = []
     for path in writer.files:
         ext = split_extension(path)[1]
         key = next((k for k in per_position if path.name.endswith(f"_{k}{ext}")), None)
         frames = per_position.get(key, 0) if key else sum(per_position.values())
-        entry: dict[str, Any] = {
+        entry: WriterFile = {
             "path": str(path),
             "kind": kind,
             "frames": frames,
@@ -532,7 +533,8 @@ class RunManager:
 
     def manifest(self) -> dict[str, Any]:
         """The AcquisitionManifest as a JSON-ready dict (what the file holds)."""
-        return self._build_manifest().model_dump(mode="json")
+        dumped: dict[str, Any] = self._build_manifest().model_dump(mode="json")
+        return dumped
 
     def _build_manifest(self) -> Any:
         files: list[dict[str, Any]] = []
@@ -582,7 +584,7 @@ def _writer_calibration(writer: Writer, path: Path) -> dict[str, Any]:
     )
     if entry is None:
         return {}
-    out = {
+    out: dict[str, Any] = {
         k: entry[k]
         for k in ("frames", "frames_lost", "backpressure_events", "started", "stopped")
     }
@@ -593,7 +595,7 @@ def _writer_calibration(writer: Writer, path: Path) -> dict[str, Any]:
     return out
 
 
-def _measured_timing(path: Path, entry: dict[str, Any]) -> dict[str, Any]:
+def _measured_timing(path: Path, entry: WriterFile) -> dict[str, Any]:
     """The file's own timing figures (:mod:`.frame_timing`), as ``inspect`` gives
     them: ``fps_measured`` on the frames' clock (``fps`` is the nominal rate the
     writer was given), ``frames_missing`` and ``frames_late``."""

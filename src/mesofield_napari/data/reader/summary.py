@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..formats.names import is_video
+from ..formats.payloads import RecordingSummary, RunEntry, RunSummary
 from ..formats.sidecar import recording_path
 from ..frame_timing import LATE_FACTOR, frame_timing
 from ..manager.paths import is_processed
@@ -63,7 +64,7 @@ def count_dropped(numbers: np.ndarray, times_s: np.ndarray) -> int:
     return frame_timing(numbers, times_s).missing
 
 
-def summarize_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
+def summarize_recording(path: str | os.PathLike[str]) -> RecordingSummary:
     """What is on disk and readable: frames, shape, dtype, timing, sidecar state.
 
     ``frames`` counts the frames that the sidecar (or journal) lists AND that the data
@@ -165,7 +166,7 @@ def find_recordings(folder: Path) -> list[Path]:
     return find_recording_paths(folder)
 
 
-def summarize_run(folder: str | os.PathLike[str]) -> dict[str, Any]:
+def summarize_run(folder: str | os.PathLike[str]) -> RunSummary:
     """An experiment, session or run folder: its recordings, notes and whether every
     run's manifest says the acquisition completed.
 
@@ -211,13 +212,13 @@ def summarize_run(folder: str | os.PathLike[str]) -> dict[str, Any]:
     }
 
 
-def _runs(manifests: list[Path], recordings: list[dict[str, Any]]) -> list[dict]:
+def _runs(manifests: list[Path], recordings: list[RecordingSummary]) -> list[RunEntry]:
     """One entry per run (``<prefix>_manifest.json``): its recordings, its own notes,
     whether it is complete and why not."""
     from ..manager.manifest import read_manifest_summary
     from .recording import read_notes
 
-    runs: list[dict[str, Any]] = []
+    runs: list[RunEntry] = []
     taken: set[str] = set()
     for path in sorted(manifests, key=lambda p: (len(p.name), p.name), reverse=True):
         prefix = path.name.removesuffix("_manifest.json")
@@ -246,7 +247,7 @@ def _runs(manifests: list[Path], recordings: list[dict[str, Any]]) -> list[dict]
                 "recordings": [r["path"] for r in mine],
             }
         )
-    runs.sort(key=lambda r: r["run"])
+    runs.sort(key=lambda r: r["run"] or "")  # all named: orphans (None) come next
     orphans = [r["path"] for r in recordings if r["path"] not in taken]
     if orphans:  # recordings of no manifest (folders written before manifests)
         runs.append(
@@ -269,12 +270,12 @@ def _runs(manifests: list[Path], recordings: list[dict[str, Any]]) -> list[dict]
 EXIT_INCOMPLETE = 2
 
 
-def inspect_exit_code(summary: dict[str, Any]) -> int:
+def inspect_exit_code(summary: RecordingSummary | RunSummary) -> int:
     """0 when everything inspected is complete, else :data:`EXIT_INCOMPLETE`."""
     return 0 if summary.get("complete") else EXIT_INCOMPLETE
 
 
-def _recording_lines(rec: dict[str, Any]) -> list[str]:
+def _recording_lines(rec: RecordingSummary) -> list[str]:
     lines = [
         rec["path"],
         f"  frames {rec['frames']}  shape {rec['shape']}  {rec['dtype']}  "
@@ -293,18 +294,20 @@ def _recording_lines(rec: dict[str, Any]) -> list[str]:
     return lines
 
 
-def inspect_lines(summary: dict[str, Any]) -> list[str]:
+def inspect_lines(summary: RecordingSummary | RunSummary) -> list[str]:
     """What ``inspect`` prints: each run with its recordings, its notes and errors
     (a session folder holds several runs: no note is shown under another run)."""
     if "recordings" not in summary:  # one recording
-        lines = _recording_lines(summary)
-        return lines + [f"  note: {n}" for n in summary.get("notes", [])]
+        one = _recording_lines(summary)
+        return one + [f"  note: {n}" for n in summary.get("notes", [])]
     by_path = {r["path"]: r for r in summary["recordings"]}
     lines: list[str] = []
-    for run in summary.get("runs") or [
-        {"run": None, "recordings": list(by_path), "notes": summary.get("notes", []),
-         "errors": summary.get("errors", []), "complete": summary.get("complete")}
-    ]:  # fmt: skip
+    runs: list[RunEntry] = summary.get("runs") or [
+        {"run": None, "manifest": None, "recordings": list(by_path),
+         "notes": summary.get("notes", []), "errors": summary.get("errors", []),
+         "complete": summary.get("complete", False)}
+    ]  # fmt: skip
+    for run in runs:
         state = "complete" if run["complete"] else "INCOMPLETE"
         lines.append(f"run {run['run'] or '(no manifest)'}: {state}")
         for path in run["recordings"]:

@@ -173,7 +173,7 @@ class QueuedWriterMixin:
         byte-bounded queue really bounds the memory in flight.
         """
         events = getattr(getattr(mda_events, "mda", None), "events", mda_events)
-        pairs = [
+        pairs: list[tuple[Any, Callable[..., Any]]] = [
             (events.sequenceStarted, self.sequenceStarted),
             (events.frameReady, self.frameReady),
             (events.sequenceFinished, self.sequenceFinished),

@@ -217,14 +217,21 @@ class ContrastMapping:
         import cv2
 
         if self.per_frame_stretch:
-            return cv2.normalize(frame, None, 0, 255, cv2.NORM_MINMAX, dtype=cv2.CV_8U)
+            # OpenCV's stubs lack dst=None (a new array), which cv2 documents
+            out: np.ndarray = cv2.normalize(
+                frame, None, 0, 255, cv2.NORM_MINMAX, dtype=cv2.CV_8U
+            )  # type: ignore[call-overload]
+            return out
         limits = self.limits_for(frame.dtype)
         if limits is None:
             return frame
         lo, hi = limits
         scale = 255.0 / (hi - lo)
         if frame.dtype in (np.uint8, np.uint16) and frame.ndim == 2:
-            shifted = cv2.subtract(frame, lo) if lo > 0 else frame  # saturating
-            return cv2.convertScaleAbs(shifted, alpha=scale)
-        out = (frame.astype(np.float32) - lo) * scale
-        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+            # saturating; OpenCV's stubs lack the scalar second operand cv2 takes
+            shifted: np.ndarray = cv2.subtract(frame, lo) if lo > 0 else frame  # type: ignore[call-overload]
+            mapped: np.ndarray = cv2.convertScaleAbs(shifted, alpha=scale)
+            return mapped
+        scaled = (frame.astype(np.float32) - lo) * scale
+        rounded: np.ndarray = np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
+        return rounded

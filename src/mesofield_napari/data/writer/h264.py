@@ -16,11 +16,14 @@ import contextlib
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import RecordingError
+
+if TYPE_CHECKING:
+    from av.container import OutputContainer
 
 H264 = "h264"
 H264_LOSSLESS = "h264-lossless"
@@ -83,11 +86,12 @@ class AVVideoEncoder:
             # flush_packets: each written fragment goes to the OS at once
             options = {"movflags": FRAGMENTED_MP4, "flush_packets": "1"}
         try:
-            self._container = av.open(os.fspath(self.path), "w", options=options)
+            container = av.open(os.fspath(self.path), "w", options=options)
         except av.FFmpegError as exc:
             raise RecordingError(f"cannot create {self.path.name}: {exc}") from exc
+        self._container: OutputContainer | None = container  # None once closed
         try:
-            stream = self._container.add_stream("libx264", rate=_rate(fps))
+            stream = container.add_stream("libx264", rate=_rate(fps))
             stream.width, stream.height = int(width), int(height)
             if self.is_color:
                 stream.pix_fmt = "yuv444p" if lossless else "yuv420p"
@@ -106,7 +110,7 @@ class AVVideoEncoder:
             ctx.thread_count = max(1, int(threads))
             # zerolatency: sliced threads, so no frame waits inside the encoder
             # (measured as fast as frame threads here, same size)
-            x264: dict[str, str] = {"preset": str(preset), "tune": "zerolatency"}
+            x264: dict[str, object] = {"preset": str(preset), "tune": "zerolatency"}
             if lossless:
                 x264["qp"] = "0"
             else:
@@ -117,7 +121,7 @@ class AVVideoEncoder:
             self._stream = stream
             self._frame_format = "bgr24" if self.is_color else "gray"
         except Exception:
-            self._container.close()
+            container.close()
             raise
 
     def write(self, frame: np.ndarray, time_s: float | None = None) -> None:
@@ -174,8 +178,10 @@ class AVVideoEncoder:
 
     # -------------------------------------------------------------- helpers
     def _mux(self, packets: Any) -> None:
+        container = self._container
+        assert container is not None  # only write() and release() mux, while open
         for packet in packets:
-            self._container.mux(packet)
+            container.mux(packet)
             self.frames_muxed += 1
 
     def _error(self, exc: BaseException) -> RecordingError:

@@ -322,7 +322,7 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
         else:
             flat = target.flat_index(index) if index else 0
         offset = target.data_offset + flat * target.frame_bytes
-        data = memoryview(np.ascontiguousarray(frame)).cast("B")
+        data = np.ascontiguousarray(frame).data.cast("B")  # the array's memoryview
         try:
             fileio.pwrite_all(target.fd, data, offset)
         except OSError as exc:

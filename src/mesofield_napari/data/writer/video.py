@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
@@ -50,6 +50,19 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 MAX_FPS = 1000.0
+
+
+class _X264Settings(TypedDict):
+    """The H.264 encoder's settings, kept until the first frame opens the file."""
+
+    crf: float
+    preset: str
+    threads: int
+
+
+def _is_number(value: object) -> bool:
+    """An int or float: the annotations say so, callers (JSON, scripts) may not."""
+    return isinstance(value, (int, float))
 
 
 def _encode(writer: Any, frame: np.ndarray, time_s: float | None) -> None:
@@ -118,7 +131,7 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
         name = os.fspath(filename)
         self._ext = video_extension(name)
         if not (
-            isinstance(fps, (int, float))
+            _is_number(fps)
             and not isinstance(fps, bool)
             and math.isfinite(fps)
             and 0 < fps <= MAX_FPS
@@ -126,7 +139,7 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
             raise ValueError(
                 f"fps must be a finite number in (0, {MAX_FPS:g}], got {fps!r}"
             )
-        if not (isinstance(crf, (int, float)) and 0 <= crf <= 51):
+        if not (_is_number(crf) and 0 <= crf <= 51):
             raise ValueError(f"crf must be within 0..51, got {crf!r}")
         check_new_file(name, sidecar_path(name), journal_path(name))
         # OMETiffWriter.__init__ insists on .tif; only the shared base state is needed
@@ -136,7 +149,7 @@ class CV2Writer(QueuedWriterMixin, OMETiffWriter):
         self._fps = float(fps)
         self.requested_fourcc = fourcc or ("H264" if lossless else default_fourcc())
         self.fourcc = resolve_codec(self._ext, self.requested_fourcc, lossless=lossless)
-        self._x264 = {"crf": crf, "preset": preset, "threads": threads}
+        self._x264: _X264Settings = {"crf": crf, "preset": preset, "threads": threads}
         self.contrast = ContrastMapping(contrast_limits, bit_depth, per_frame_stretch)
         self._writers: dict[str, Any] = {}
         self._direct: dict[str, Any] | None = None  # direct-mode state
