@@ -171,7 +171,8 @@ def test_sighup_ends_an_until_stop_run_like_ctrl_c(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_second_ctrl_c_while_finishing_is_acknowledged_and_ignored(tmp_path):
+@pytest.mark.parametrize("first", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_ctrl_c_while_finishing_is_acknowledged_and_ignored(tmp_path, first):
     marker = tmp_path / "paused"
     out = tmp_path / "exp"
     proc = start(
@@ -181,7 +182,7 @@ def test_a_second_ctrl_c_while_finishing_is_acknowledged_and_ignored(tmp_path):
     )  # fmt: skip
     try:
         wait_until(lambda: journal_frames(out) >= 20, TIMEOUT, what="20 frames")
-        proc.send_signal(signal.SIGINT)  # stop the run: its files are finished
+        proc.send_signal(first)  # stop the run: its files are finished
         wait_until(marker.exists, TIMEOUT, what="the TIFF's finishing step")
         proc.send_signal(signal.SIGINT)  # again, while a file is half-finished
         stdout, stderr = proc.communicate(timeout=TIMEOUT)

@@ -323,7 +323,7 @@ def _record_on(
 
         sequence = endless_timelapse(args.interval, core=core)
         print("recording until Stop: press Ctrl-C to end the run", file=sys.stderr)
-    with StopRequests(args.stop_file) as stops:
+    with StopRequests(args.stop_file, on_request=args.interrupts.request) as stops:
         return _record_with_stops(args, run, core, sequence, stops)
 
 

@@ -10,11 +10,13 @@ handler itself, because the second one can arrive inside any ``join`` -- only pr
 one line and returns, for at most ``bound_s`` seconds; after that a further Ctrl-C
 interrupts again, so a wedged driver can still be stopped. SIGTERM, SIGHUP and
 Ctrl-Break are ``_platform.console.StopRequests``'s (each asks once, later ones are
-ignored). docs/design.md §6.
+ignored); handed :meth:`RepeatedInterrupts.request` as its ``on_request``, a Ctrl-C
+after one of them is acknowledged as well. docs/design.md §6.
 """
 
 from __future__ import annotations
 
+import _thread
 import signal
 import sys
 import threading
@@ -33,6 +35,17 @@ class RepeatedInterrupts:
         self.bound_s = float(bound_s)
         self.first_at: float | None = None  # monotonic time of the first signal
         self.ignored = 0
+        self._forwarded = False  # a stop request handed on through interrupt_main
+
+    def request(self) -> None:
+        """``StopRequests``' ``on_request`` (SIGTERM, SIGHUP, Ctrl-Break, a closed
+        console, the stop file): interrupt the main thread like the first Ctrl-C, so
+        a Ctrl-C after it is acknowledged too."""
+        if threading.current_thread() is threading.main_thread():
+            self.finishing()
+            raise KeyboardInterrupt
+        self._forwarded = True
+        _thread.interrupt_main()  # runs __call__ in the main thread
 
     def finishing(self) -> None:
         """The run is finishing its files (ended by a stop request, the stop file
@@ -42,8 +55,9 @@ class RepeatedInterrupts:
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         now = time.monotonic()
-        if self.first_at is None:
-            self.first_at = now
+        if self.first_at is None or self._forwarded:
+            self._forwarded = False
+            self.finishing()
             raise KeyboardInterrupt
         left = self.bound_s - (now - self.first_at)
         if left <= 0:  # finishing takes too long: let the user interrupt it
