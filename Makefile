@@ -47,13 +47,16 @@ app: $(VENV)/.installed system-deps
 # emulation (tests/_emulate_os.py, the README's Platforms section). macOS (and Git Bash on
 # Windows): the files the emulation proved, on the real system.
 PLATFORM_TESTS := $(shell cat tests/platform-suite.txt)
+# test processes: 3 on 2 cores (the tests mostly wait on recordings); TEST_JOBS=0 runs
+# in this one process
+TEST_JOBS ?= 3
 EMULATED := -q -p no:cacheprovider -m "not slow" $(PLATFORM_TESTS)
 
 # lint first: ruff, then mypy over src/ (pyproject.toml's [tool.mypy]; docs/design.md,
 # Types) and the pyproject.toml schema, as CI's lint job and the pre-commit hooks
 test: lint system-deps
 ifeq ($(shell uname -s),Linux)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_JOBS)
 	$(BIN)/python -m pytest --emulate-os=windows $(EMULATED)
 	$(BIN)/python -m pytest --emulate-os=macos $(EMULATED)
 else

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ._args import EXIT_USAGE, CLIError
 
 if TYPE_CHECKING:
-    from ..data.formats.payloads import RecoverFolderPayload, RecoveryPayload
+    from ..data.formats.payloads import RecoverFolderPayload
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -61,7 +61,6 @@ def _recover_folder(args: argparse.Namespace) -> int:
     from ..data.manager.paths import is_processed
     from ..data.run_recovery import finish_run, growing, is_running_manifest, run_files
 
-<<<<<<< HEAD
     def ours(path: Path) -> bool:
         return not is_processed(path, args.path)
 
@@ -103,51 +102,17 @@ def _recover_folder(args: argparse.Namespace) -> int:
         ):
             continue
         target = data_path_for(journal)
-=======
-    if args.path.is_dir():
-        targets = [
-            data_path_for(j)
-            for j in sorted(args.path.rglob(f"*{JOURNAL_SUFFIX}"))
-            if not is_processed(j, args.path)
-        ]
-        if not targets:
-            if args.json:
-                empty: RecoverFolderPayload = {"ok": True, "recordings": []}
-                print(json.dumps(empty, indent=2))
-            else:
-                print(f"{args.path}: no crashed recording (no frame journal) found")
-            return 0
-    elif not args.path.exists() and not args.path.parent.is_dir():
-        raise CLIError(f"no such file or folder: {args.path}")
-    else:
-        targets = [args.path]
-    folder = args.path.is_dir()
-    reports, failures = [], []
-    for target in targets:
->>>>>>> types2
         try:
             reports.append(recover(target))
         except (OSError, ValueError) as exc:
             failures.append(f"{target}: {exc}")
     if args.json:
-<<<<<<< HEAD
-        payload = {
+        payload: RecoverFolderPayload = {
             "ok": not failures,
             "recordings": [r.as_dict() for r in reports],
             "runs": [r.as_dict() for r in finished],
             "errors": failures,
         }
-=======
-        payload: RecoveryPayload | RecoverFolderPayload = (
-            reports[0].as_dict()
-            if not folder
-            else {
-                "ok": not failures,
-                "recordings": [r.as_dict() for r in reports],
-                "errors": failures,
-            }
-        )
->>>>>>> types2
         print(json.dumps(payload, indent=2))
     elif not reports and not finished and not failures:
         print(f"{args.path}: no crashed recording (no frame journal) found")

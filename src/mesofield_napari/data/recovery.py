@@ -36,12 +36,8 @@ from .formats.journal import (
     write_direct_sidecar,
     write_sidecar_from_journal,
 )
-<<<<<<< HEAD
 from .formats.names import is_video, unique_path, with_name_suffix
-=======
-from .formats.names import is_video, with_name_suffix
 from .formats.payloads import RecoveryPayload
->>>>>>> types2
 from .formats.sidecar import (
     journal_path,
     recording_path,

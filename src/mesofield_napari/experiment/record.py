@@ -34,12 +34,8 @@ def record_experiment(
     duration: float | None = None,
     out: str | Path | None = None,
     stop: threading.Event | None = None,
-<<<<<<< HEAD
     on_finishing: Callable[[], None] | None = None,
-) -> dict[str, Any]:
-=======
 ) -> ExperimentPayload:
->>>>>>> types2
     """Record one session of the experiment at ``target`` and describe what it wrote.
 
     Returns ``{"ok", "files": [{path, kind, frames, sidecar, device_id, ...}],

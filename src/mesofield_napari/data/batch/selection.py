@@ -70,19 +70,11 @@ class Skipped:
     reason: str
     unfinished: bool = False
 
-<<<<<<< HEAD
-    def as_dict(self) -> dict[str, str | bool]:
-        out: dict[str, str | bool] = {
-            "path": os.fspath(self.path),
-            "reason": self.reason,
-        }
+    def as_dict(self) -> SkippedPayload:
+        out: SkippedPayload = {"path": os.fspath(self.path), "reason": self.reason}
         if self.unfinished:
             out["unfinished"] = True
         return out
-=======
-    def as_dict(self) -> SkippedPayload:
-        return {"path": os.fspath(self.path), "reason": self.reason}
->>>>>>> types2
 
 
 @dataclass

@@ -141,6 +141,8 @@ class RecordingSummary(TypedDict):
     complete: bool
     problems: list[str]
     notes: list[str]
+    compression: str | None  # a TIFF's lossless codec; None: uncompressed
+    size_ratio: float | None  # bytes on disk / raw pixel bytes
 
 
 class RunEntry(TypedDict):
@@ -201,14 +203,20 @@ class RecoverFolderPayload(_RecoverFolderRequired, total=False):
     """``recover <folder> --json``; ``errors`` is absent when no journal was found."""
 
     errors: list[str]
+    runs: list[dict[str, Any]]  # data.run_recovery.RunRecovery.as_dict
 
 
 # ---------------------------------------------------------------- export
-class SkippedPayload(TypedDict):
-    """A recording not exported, and why (``data.batch.selection.Skipped``)."""
-
+class _SkippedRequired(TypedDict):
     path: str
     reason: str
+
+
+class SkippedPayload(_SkippedRequired, total=False):
+    """A recording not exported, and why (``data.batch.selection.Skipped``);
+    ``unfinished`` when it is still being written (or crashed, not recovered)."""
+
+    unfinished: bool
 
 
 class JobPayload(TypedDict):

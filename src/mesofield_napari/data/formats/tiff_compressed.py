@@ -100,8 +100,8 @@ def encode_frame(frame: np.ndarray, codec: str) -> bytes:
         data = imagecodecs.delta_encode(data, axis=-1, out=buf)
     spec = CODECS[codec]
     if codec == "zstd":
-        return bytes(imagecodecs.zstd_encode(data, level=spec.level))
-    return bytes(imagecodecs.deflate_encode(data, level=spec.level))
+        return bytes(imagecodecs.zstd_encode(data, level=spec.level))  # type: ignore[arg-type]  # imagecodecs' stub: any buffer is taken
+    return bytes(imagecodecs.deflate_encode(data, level=spec.level))  # type: ignore[arg-type]  # same
 
 
 def decode_strip(data: bytes, layout: TiffLayout) -> np.ndarray:
@@ -120,10 +120,13 @@ def decode(
         if codec == "zstd"
         else imagecodecs.deflate_decode(data)
     )
-    frame = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
+    frame: np.ndarray = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
     if frame.dtype.kind in "ui":
-        return np.asarray(imagecodecs.delta_decode(frame, axis=-1))
-    return frame.copy()
+        decoded: np.ndarray = np.empty_like(frame)
+        imagecodecs.delta_decode(frame, axis=-1, out=decoded)
+        return decoded
+    copied: np.ndarray = frame.copy()  # a float frame: no predictor to undo
+    return copied
 
 
 class StripIndex:

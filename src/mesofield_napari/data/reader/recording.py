@@ -428,17 +428,20 @@ class _StripFrames:
         key = key if isinstance(key, tuple) else (key,)
         first, rest = key[0], key[1:]
         if isinstance(first, (int, np.integer)):
+            index: tuple[Any, ...] = (0, *rest)
             return self.frames(range(self.shape[0])[first : int(first) + 1 or None])[
-                (0, *rest)
+                index
             ]
         if isinstance(first, slice):
-            return self.frames(range(self.shape[0])[first])[(slice(None), *rest)]
+            index = (slice(None), *rest)
+            return self.frames(range(self.shape[0])[first])[index]
         idx = np.arange(self.shape[0])[first]  # an index array: frame by frame
         block = np.empty((idx.size, *self.shape[1:]), dtype=self.dtype)
         for n, i in enumerate(idx.ravel()):
             block[n] = self.frames(range(int(i), int(i) + 1))[0]
         block = block.reshape((*idx.shape, *self.shape[1:]))
-        return block[(*(slice(None),) * idx.ndim, *rest)]
+        index = (*(slice(None),) * idx.ndim, *rest)
+        return block[index]
 
 
 def _open_strips(

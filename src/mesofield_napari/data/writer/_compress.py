@@ -29,7 +29,8 @@ __all__ = ["CompressorPool", "Pending", "default_workers"]
 def default_workers() -> int:
     """One compressor per core this process may use (at least one)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        # Linux only; the AttributeError elsewhere is the check (and the emulation's)
+        return max(1, len(os.sched_getaffinity(0)))  # type: ignore[attr-defined, unused-ignore]
     except (AttributeError, OSError):  # macOS, Windows
         return max(1, os.cpu_count() or 1)
 

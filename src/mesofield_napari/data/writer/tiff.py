@@ -245,7 +245,8 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
             ("t", (1,)) if growing else ("".join(lead), tuple(lead.values()))
         )
         if self._compression:
-            return self._new_compressed(
+            # upstream's new_array is typed np.memmap: a placeholder stands in
+            return self._new_compressed(  # type: ignore[return-value]
                 position_key, path, dtype, frame_shape, dims, lead_shape
             )
         frame_bytes = int(np.prod(frame_shape)) * dtype.itemsize
@@ -483,7 +484,7 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
             raise
         placeholder = np.broadcast_to(np.zeros((), dtype), (*lead_shape, *frame_shape))
         self._targets[id(placeholder)] = target
-        return placeholder  # type: ignore[return-value]
+        return placeholder
 
     def _submit(
         self, target: _Target, index: tuple[int, ...], frame: np.ndarray
