@@ -137,7 +137,7 @@ def test_recover_json_is_a_recovery_payload(recorded):
     assert mismatch(report, P.RecoveryPayload) is None
     assert report["recovered"] is False and report["frames"] == 5
     folder = cli("recover", out)  # nothing crashed: no journal anywhere
-    assert folder == {"ok": True, "recordings": []}
+    assert folder == {"ok": True, "recordings": [], "runs": [], "errors": []}
     assert mismatch(folder, P.RecoverFolderPayload) is None
 
 
