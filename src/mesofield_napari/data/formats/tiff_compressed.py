@@ -35,6 +35,7 @@ from .tiff_layout import (
     TIFF_CODES,
     TiffLayout,
     _chain_ifd,
+    _commit_tail,
     _first_block,
     _header,
     _page_ifd_size,
@@ -255,15 +256,7 @@ def finish_compressed(
             )
         fileio.pwrite_all(fd, b"".join(blocks), end + (start - 1) * size)
     end += (pages - 1) * size
-    fileio.full_sync(fd)
-    _pause("tail_synced")
-    fileio.pwrite_all(fd, _header(ifd0), 0)
-    fileio.full_sync(fd)
-    _pause("switched")
-    fileio.set_size(fd, end)
-    fileio.full_sync(fd)
-    _pause("truncated")
-    return end
+    return _commit_tail(fd, ifd0, end)
 
 
 def _pad8(n: int) -> int:

@@ -399,6 +399,13 @@ def finish_exact(fd: int, layout: TiffLayout, pages: int) -> int:
     for pos, block in _chain(layout, end, 1, pages):
         fileio.pwrite_all(fd, block, pos)
     end += (pages - 1) * _page_ifd_size(layout)
+    return _commit_tail(fd, ifd0, end)
+
+
+def _commit_tail(fd: int, ifd0: int, end: int) -> int:
+    """The crash-safe end of finishing, shared by both layouts: the new page
+    headers durable, then the header pointed at them, then the file cut to ``end``
+    (each step synced, so a kill leaves the old file or the new one; §6)."""
     fileio.full_sync(fd)
     _pause("tail_synced")
     fileio.pwrite_all(fd, _header(ifd0), 0)
