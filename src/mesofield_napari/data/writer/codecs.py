@@ -217,10 +217,9 @@ class ContrastMapping:
         import cv2
 
         if self.per_frame_stretch:
-            # OpenCV's stubs lack dst=None (a new array), which cv2 documents
-            out: np.ndarray = cv2.normalize(
-                frame, None, 0, 255, cv2.NORM_MINMAX, dtype=cv2.CV_8U
-            )  # type: ignore[call-overload]
+            # an explicit dst: OpenCV's stubs type dst=None differently across versions
+            out = np.empty(frame.shape, dtype=np.uint8)
+            cv2.normalize(frame, out, 0, 255, cv2.NORM_MINMAX, dtype=cv2.CV_8U)
             return out
         limits = self.limits_for(frame.dtype)
         if limits is None:
