@@ -50,7 +50,7 @@ PLATFORM_TESTS := $(shell cat tests/platform-suite.txt)
 # test processes: 3 on 2 cores (the tests mostly wait on recordings); TEST_JOBS=0 runs
 # in this one process
 TEST_JOBS ?= 3
-EMULATED := -q -p no:cacheprovider -m "not slow" $(PLATFORM_TESTS)
+EMULATED := -q -p no:cacheprovider -n $(TEST_JOBS) -m "not slow" $(PLATFORM_TESTS)
 
 # lint first: ruff, then mypy over src/ (pyproject.toml's [tool.mypy]; docs/design.md,
 # Types) and the pyproject.toml schema, as CI's lint job and the pre-commit hooks

@@ -128,6 +128,11 @@ from pathlib import Path
 from typing import Any
 
 ENV = "MESOFIELD_EMULATE_OS"
+# set while pytest itself (its controller and its xdist workers) starts: those processes
+# install the emulation in the session fixture, after pytest's own set-up (its capture
+# opens a TemporaryFile through O_TMPFILE, which the emulated Windows lacks); the
+# fixture clears it, so the processes the tests start are emulated from their first line
+PYTEST_ENV = "MESOFIELD_EMULATE_OS_PYTEST"
 DISK_LIMIT_ENV = "MESOFIELD_EMULATE_DISK_LIMIT"
 FULLFSYNC_ENV = "MESOFIELD_EMULATE_FULLFSYNC"
 SYSTEMS = ("windows", "macos")
@@ -958,6 +963,7 @@ def pytest_configure(config: Any) -> None:
     if not target:
         return
     os.environ[ENV] = target
+    os.environ[PYTEST_ENV] = "1"
     paths = [str(SITE_DIR), os.environ.get("PYTHONPATH", "")]
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
 
@@ -970,6 +976,7 @@ def pytest_report_header(config: Any) -> str | None:
 def install_for_session(config: Any) -> Any:
     """The autouse session fixture's body (conftest): install, yield, uninstall."""
     target = config.getoption("--emulate-os", default=None)
+    os.environ.pop(PYTEST_ENV, None)
     if target:
         emulation.install(target)
     try:

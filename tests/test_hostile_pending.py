@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,31 @@ def journal_frames(root: Path) -> int:
         except FileNotFoundError:
             continue
     return total
+
+
+class LiveStderr:
+    """A process's stderr lines as they come (a reader thread), so a test can wait
+    for one while the process runs."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        self.stream = proc.stderr
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.stream:
+            self.lines.append(line)
+
+    def has(self, text: str) -> bool:
+        return any(text in line.lower() for line in self.lines)
+
+    def close(self) -> str:
+        """All of it, once the process has ended."""
+        self.reader.join(timeout=30)
+        self.stream.close()
+        return "".join(self.lines)
 
 
 def killed(proc: subprocess.Popen[str]) -> None:
@@ -184,11 +210,19 @@ def test_a_second_ctrl_c_while_finishing_is_acknowledged_and_ignored(tmp_path, f
         wait_until(lambda: journal_frames(out) >= 20, TIMEOUT, what="20 frames")
         proc.send_signal(first)  # stop the run: its files are finished
         wait_until(marker.exists, TIMEOUT, what="the TIFF's finishing step")
+        stderr = LiveStderr(proc)
         proc.send_signal(signal.SIGINT)  # again, while a file is half-finished
-        stdout, stderr = proc.communicate(timeout=TIMEOUT)
+        wait_until(
+            lambda: stderr.has("please wait"), TIMEOUT, what="the acknowledgement"
+        )
+        marker.unlink()  # the paused step goes on: the run finishes
+        assert proc.stdout is not None
+        with proc.stdout:
+            stdout = proc.stdout.read()
+        assert proc.wait(timeout=TIMEOUT) == 0, stderr.close()[-2000:]
+        stderr.close()
     finally:
         killed(proc)
-    assert "finishing" in stderr.lower(), stderr[-2000:]  # acknowledged
     payload = json.loads(stdout)  # the run's JSON, as after one Ctrl-C
     n = payload["frames_written"]
     assert_finished_run(out, n)

@@ -4,7 +4,10 @@
 import os
 import sys
 
-if os.environ.get("MESOFIELD_EMULATE_OS"):
+# a pytest process (an xdist worker) installs it itself once pytest is set up
+if os.environ.get("MESOFIELD_EMULATE_OS") and not os.environ.get(
+    "MESOFIELD_EMULATE_OS_PYTEST"
+):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import _emulate_os
 

@@ -424,16 +424,18 @@ def _header(first_ifd: int) -> bytes:
 def _pause(point: str) -> None:
     """Test hook: ``MESOFIELD_NAPARI_FINISH_PAUSE=<point>:<marker file>`` makes the
     finishing step stop at ``point`` (touching the marker) so a test can SIGKILL it
-    there. Unset in normal use."""
+    there, or let it go on by deleting the marker. Unset in normal use."""
     spec = os.environ.get(_PAUSE_ENV)
     if not spec:
         return
     name, _, marker = spec.partition(":")
     if name != point:
         return
-    Path(marker).write_text(point, encoding="utf-8")
+    held = Path(marker)
+    held.write_text(point, encoding="utf-8")
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # bounded: the test kills us long before
+    # bounded: the test kills us or deletes the marker long before
+    while time.monotonic() < deadline and held.exists():
         time.sleep(0.05)
 
 

@@ -33,6 +33,7 @@ import gc
 import logging
 import os
 import shutil
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -351,9 +352,17 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
         # No map of a file may be alive while it is cut to size or removed: Windows
         # refuses both (ERROR_USER_MAPPED_FILE, ERROR_SHARING_VIOLATION). Upstream's
         # position_arrays holds the maps new_array returned; drop them first.
-        for target in targets:
+        maps = [
+            weakref.ref(self.position_arrays.pop(t.key))
+            for t in targets
+            if isinstance(self.position_arrays.get(t.key), np.ndarray)
+        ]
+        for target in targets:  # (a placeholder of a compressed file)
             self.position_arrays.pop(target.key, None)
-        gc.collect()  # a map some frame or view still pointed at
+        if any(m() is not None for m in maps):
+            # a map a frame or view still points at (through a cycle): collect it.
+            # Only then: with napari loaded a collection holds the GIL ~0.2 s
+            gc.collect()
         problems = []
         for target in targets:
             try:
