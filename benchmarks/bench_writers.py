@@ -133,7 +133,9 @@ TARGET_SIZE = 1024
 RAW, OME, CUSTOM, CV2 = "raw", "ome", "custom", "cv2"
 # CustomWriter(compression=...): lossless strips on a pool of one thread per core
 CUSTOM_DEFLATE, CUSTOM_ZSTD = "custom-deflate", "custom-zstd"
-CUSTOMS = (CUSTOM, CUSTOM_DEFLATE, CUSTOM_ZSTD)
+CUSTOM_JXL = "custom-jpegxl"
+COMPRESSED = {CUSTOM_DEFLATE: "deflate", CUSTOM_ZSTD: "zstd", CUSTOM_JXL: "jpegxl"}
+CUSTOMS = (CUSTOM, *COMPRESSED)
 OMEW_TIFF, OMEW_ZARR = "omew-tiff", "omew-zarr"
 OMEW_BARE = "omew-tiff-bare"  # stream.append(frame) only: no per-frame metadata
 OMEW_LZ4, OMEW_ZSTD = "omew-zarr-lz4", "omew-zarr-zstd"
@@ -141,6 +143,7 @@ LABELS = {
     CUSTOM: "CustomWriter",
     CUSTOM_DEFLATE: "CustomWriter deflate (level 1 + predictor)",
     CUSTOM_ZSTD: "CustomWriter zstd (level 3 + predictor)",
+    CUSTOM_JXL: "CustomWriter jpegxl (lossless, effort 1)",
     OMEW_TIFF: "ome-writers tifffile",
     OMEW_BARE: "ome-writers tifffile, no frame metadata",
     OMEW_ZARR: "ome-writers acquire-zarr",
@@ -154,6 +157,7 @@ ORDER = (
     CUSTOM,
     CUSTOM_DEFLATE,
     CUSTOM_ZSTD,
+    CUSTOM_JXL,
     OMEW_TIFF,
     OMEW_BARE,
     OMEW_ZARR,
@@ -512,8 +516,10 @@ def run_cv2(work: Workload, out: Path, n: int) -> Run:
 
 RUNNERS: dict[str, Callable[[Workload, Path, int], Run]] = {
     CUSTOM: run_custom,
-    CUSTOM_DEFLATE: lambda w, o, n: run_custom(w, o, n, "deflate"),
-    CUSTOM_ZSTD: lambda w, o, n: run_custom(w, o, n, "zstd"),
+    **{
+        key: (lambda w, o, n, codec=codec: run_custom(w, o, n, codec))
+        for key, codec in COMPRESSED.items()
+    },
     OME: run_upstream,
     RAW: run_raw,
     CV2: run_cv2,
@@ -781,7 +787,7 @@ def targets(summaries: list[Summary]) -> list[tuple[str, str, str]]:
         )
     for size in sizes:  # issue 20 part 2: compressed, vs acquire-zarr blosc-lz4
         lz4 = by.get((size, OMEW_LZ4))
-        for key in (CUSTOM_DEFLATE, CUSTOM_ZSTD):
+        for key in COMPRESSED:
             c = by.get((size, key))
             if c is None or lz4 is None:
                 continue

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
     from mesofield_napari.devices.sim_camera import SimulatedMesoscopeCamera
 
-CODES = {"deflate": 8, "zstd": 50000}
+CODES = {"deflate": 8, "zstd": 50000, "jpegxl": 50002}
+PREDICTOR = {"deflate": 2, "zstd": 2, "jpegxl": 1}  # JPEG XL predicts pixels itself
 
 
 def _record(
@@ -37,7 +38,7 @@ def _record(
     return writer
 
 
-@pytest.mark.parametrize("codec", ["deflate", "zstd"])
+@pytest.mark.parametrize("codec", ["deflate", "zstd", "jpegxl"])
 def test_compressed_run_reads_back_bit_exact(
     sim_core: UniMMCore,
     camera: SimulatedMesoscopeCamera,
@@ -54,7 +55,7 @@ def test_compressed_run_reads_back_bit_exact(
     with tifffile.TiffFile(path) as tif:
         assert tif.is_bigtiff and tif.is_ome
         page = tif.pages.first
-        assert (page.compression, page.predictor) == (CODES[codec], 2)
+        assert (page.compression, page.predictor) == (CODES[codec], PREDICTOR[codec])
         assert tif.series[0].axes == "TYX"
         data = tif.series[0].asarray()
     assert data.shape == (12, *SHAPE)
@@ -167,8 +168,41 @@ def test_bad_compression_is_one_clear_line(tmp_path: Path, bad: Any) -> None:
     with pytest.raises(ValueError, match="unknown compression") as info:
         CustomWriter(tmp_path / "x.ome.tiff", compression=bad)
     assert "\n" not in str(info.value)
-    assert "deflate" in str(info.value) and "zstd" in str(info.value)
+    assert all(name in str(info.value) for name in ("deflate", "zstd", "jpegxl"))
     assert not list(tmp_path.iterdir())  # nothing created
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int16"])
+def test_jpegxl_refuses_frames_it_cannot_hold_before_any_file(
+    tmp_path: Path, dtype: str
+) -> None:
+    from mesofield_napari.data.formats.tiff_compressed import create_compressed_tiff
+
+    path = tmp_path / "x.ome.tiff"
+    with pytest.raises(ValueError) as info:
+        create_compressed_tiff(
+            path, dtype=np.dtype(dtype), frame_shape=(8, 8), dims="T", sizes=(1,),
+            growing=False, is_ome=False, metadata={}, compression="jpegxl",
+        )  # fmt: skip
+    assert str(info.value) == (
+        f"jpegxl compresses uint8 and uint16 frames, not {dtype}: choose zstd or deflate"
+    )
+    assert not path.exists()
+
+
+def test_jpegxl_keeps_every_16_bit_value(tmp_path: Path) -> None:
+    """Lossless over the whole uint16 range (not only a camera's 12 bits)."""
+    from mesofield_napari.data.formats.tiff_compressed import decode, encode_frame
+
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 2**16, (96, 130), dtype=np.uint16)
+    frame[0, :4] = (0, 1, 65534, 65535)
+    strip = encode_frame(frame, "jpegxl")
+    np.testing.assert_array_equal(
+        decode(strip, "jpegxl", frame.dtype, frame.shape), frame
+    )
+    with pytest.raises(ValueError, match="not uint8"):
+        decode(strip, "jpegxl", np.dtype("uint8"), frame.shape)
 
 
 def test_none_means_uncompressed(
@@ -223,7 +257,9 @@ print("FINISHED", flush=True)
 
 
 @pytest.mark.parametrize(
-    ("codec", "until_stop"), [("zstd", False), ("deflate", True)], ids=["plan", "open"]
+    ("codec", "until_stop"),
+    [("zstd", False), ("deflate", True), ("jpegxl", True)],
+    ids=["plan", "open", "jpegxl-open"],
 )
 def test_sigkill_mid_compressed_run_then_recover(
     tmp_path: Path, codec: str, until_stop: bool

@@ -52,7 +52,12 @@ def test_recorder_dock_compression_choice(viewer, tmp_path: Path) -> None:
     rec = RecorderWidget(viewer)
     rec.root_edit.setText(str(tmp_path))
     combo = rec.compression_combo
-    assert [combo.itemData(i) for i in range(combo.count())] == ["", "deflate", "zstd"]
+    assert [combo.itemData(i) for i in range(combo.count())] == [
+        "",
+        "deflate",
+        "zstd",
+        "jpegxl",
+    ]
     assert rec.current_settings().compression == ""
     combo.setCurrentIndex(combo.findData("deflate"))
     assert rec.current_settings().compression == "deflate"

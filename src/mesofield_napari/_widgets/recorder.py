@@ -159,6 +159,7 @@ class RecorderWidget(FinalizeOnClose, QWidget):
             ("none", ""),
             ("deflate (lossless, every reader)", "deflate"),
             ("zstd (lossless)", "zstd"),
+            ("JPEG XL (lossless, fastest, tifffile/GDAL)", "jpegxl"),
         ):
             self.compression_combo.addItem(label, key)
         self.compression_combo.setToolTip(

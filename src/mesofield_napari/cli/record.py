@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .._platform.console import StopRequests
 from ..acquisition.console_log import quiet_pymmcore_console
 from ..acquisition.core_release import release_core
+from ..data.formats.tiff_compressed import CODECS
 from ._args import (
     EXIT_USAGE,
     CLIError,
@@ -97,10 +98,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     rec.add_argument("--writer", choices=("tiff", "mp4", "both"), default="tiff")
     rec.add_argument(
         "--compression",
-        choices=("none", "deflate", "zstd"),
+        choices=("none", *CODECS),
         default="none",
         help="lossless TIFF compression on all cores (deflate: every reader; zstd: "
-        "tifffile, Fiji/Bio-Formats; default none)",
+        "tifffile, Fiji/Bio-Formats; jpegxl: the fastest and smallest, read by "
+        "tifffile and GDAL; default none)",
     )
     rec.add_argument(
         "--size",

@@ -590,7 +590,7 @@ def _parse_output(
 
 
 def _compression(path: Path, where: str, raw: dict[str, Any], kind: str) -> str:
-    """``output.compression``: none, deflate or zstd, for an ome.tiff only."""
+    """``output.compression``: none, deflate, zstd or jpegxl, for an ome.tiff only."""
     value = raw.get("compression")
     try:
         codec = parse_compression(value)

@@ -67,7 +67,9 @@ class RecorderSettings:
     camera_id: str = "mesoscope"  # data queue / manifest id (datakit's timeline master)
     camera_name: str = "meso"  # file suffix: …_meso.ome.tiff (mesofield's rule)
     max_queue_mb: int = 512
-    compression: str = ""  # the TIFF's lossless codec: "" none, "deflate", "zstd"
+    compression: str = (
+        ""  # the TIFF's lossless codec: "" none, "deflate", "zstd", "jpegxl"
+    )
 
     def problems(self) -> list[str]:
         """Why these settings cannot record (empty when they can)."""

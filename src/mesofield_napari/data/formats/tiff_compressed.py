@@ -6,9 +6,10 @@ planned (``tiff_layout``) but *appended* (docs/design.md §5)::
     [header 16 B, first IFD = 0]  strip, strip, ... (frame order of arrival)
     at finish: [zero strip?][IFD0][description][software][IFD1 ... IFD(N-1)]
 
-Each strip is one whole frame (RowsPerStrip = height) encoded with a standard TIFF
-codec and the horizontal-differencing predictor (Predictor = 2), so tifffile,
-libtiff and Bio-Formats/Fiji read the file as any other TIFF. The writer journals
+Each strip is one whole frame (RowsPerStrip = height) encoded with a TIFF codec:
+deflate or zstd after the horizontal-differencing predictor (Predictor = 2), so
+tifffile, libtiff and Bio-Formats/Fiji read the file as any other TIFF, or lossless
+JPEG XL (Compression 50002, its own pixel prediction; tifffile and GDAL read it). The writer journals
 each frame's line *after* its strip reached the OS, with the strip's ``[offset,
 bytes]``: the journal is the strip index. While recording the header points at no
 IFD (the file is not yet a TIFF); :func:`finish_compressed` writes the IFD chain past
@@ -32,6 +33,7 @@ import numpy as np
 
 from ..._platform import fileio
 from .tiff_layout import (
+    PREDICTED,
     TIFF_CODES,
     TiffLayout,
     _chain_ifd,
@@ -54,6 +56,7 @@ __all__ = [
     "finish_compressed",
     "parse_compression",
     "recover_compressed",
+    "uses_predictor",
 ]
 
 
@@ -63,12 +66,19 @@ class Codec:
 
     name: str
     tiff_code: int
-    level: int
+    level: int  # JPEG XL: the encoder's effort
+    dtypes: str = "uint8 uint16 uint32 int8 int16 int32 float32 float64"
 
 
-# level 1 deflate and level 3 zstd: same ratio on camera frames (~0.55 with the
-# predictor), deflate is read by every TIFF reader (benchmarks/bench_writers.py)
-CODECS = {"deflate": Codec("deflate", 8, 1), "zstd": Codec("zstd", 50000, 3)}
+# On camera frames (benchmarks/bench_writers.py): level 1 deflate and level 3 zstd
+# reach the same ratio (~0.55 with the predictor) at ~150-190 MB/s per core;
+# deflate is read by every TIFF reader. Lossless JPEG XL at effort 1 (libjxl's fast
+# lossless mode) models 16-bit pixels, not bytes: ~0.45 at ~900 MB/s per core.
+CODECS = {
+    "deflate": Codec("deflate", 8, 1),
+    "zstd": Codec("zstd", 50000, 3),
+    "jpegxl": Codec("jpegxl", 50002, 1, "uint8 uint16"),
+}
 _HEAD = 16  # strips start right after the 16-byte BigTIFF header
 
 
@@ -94,12 +104,18 @@ def encode_frame(frame: np.ndarray, codec: str) -> bytes:
     import imagecodecs
 
     data = np.ascontiguousarray(frame)
+    spec = CODECS[codec]
+    if codec == "jpegxl":
+        # lossless; one thread each: the pool runs one encoder per core
+        encoded = imagecodecs.jpegxl_encode(
+            data, lossless=True, effort=spec.level, numthreads=1
+        )
+        return bytes(encoded)
     if data.dtype.kind in "ui":
         buf = getattr(_SCRATCH, "buf", None)
         if buf is None or buf.shape != data.shape or buf.dtype != data.dtype:
             buf = _SCRATCH.buf = np.empty_like(data)
         data = imagecodecs.delta_encode(data, axis=-1, out=buf)
-    spec = CODECS[codec]
     if codec == "zstd":
         return bytes(imagecodecs.zstd_encode(data, level=spec.level))  # type: ignore[arg-type]  # imagecodecs' stub: any buffer is taken
     return bytes(imagecodecs.deflate_encode(data, level=spec.level))  # type: ignore[arg-type]  # same
@@ -116,6 +132,13 @@ def decode(
     """Decode one strip of ``codec`` with the predictor to a ``shape`` frame."""
     import imagecodecs
 
+    if codec == "jpegxl":
+        image: np.ndarray = imagecodecs.jpegxl_decode(data, numthreads=1)
+        if image.dtype != dtype or image.shape != tuple(shape):
+            raise ValueError(
+                f"a {image.dtype} {image.shape} image, not {dtype} {tuple(shape)}"
+            )
+        return image
     raw = (
         imagecodecs.zstd_decode(data)
         if codec == "zstd"
@@ -177,6 +200,12 @@ def create_compressed_tiff(
         raise ValueError(f"cannot write {dtype} frames to a TIFF")
     if compression not in CODECS:
         raise ValueError(f"unknown compression {compression!r}")
+    allowed = CODECS[compression].dtypes.split()
+    if dtype.name not in allowed:
+        raise ValueError(
+            f"{compression} compresses {' and '.join(allowed)} frames, not "
+            f"{dtype.name}: choose zstd or deflate"
+        )
     if is_ome:
         description = ome_description(dtype, dims, sizes, frame_shape, metadata)
     else:
@@ -312,4 +341,9 @@ def recover_compressed(
     return f"{layout.file}: {pages} frame(s)"
 
 
-assert set(CODECS) <= set(TIFF_CODES)
+assert set(CODECS) <= set(TIFF_CODES) and set(CODECS) >= PREDICTED
+
+
+def uses_predictor(codec: str, dtype: np.dtype) -> bool:
+    """Whether a strip of ``codec`` holds horizontal differences (Predictor 2)."""
+    return codec in PREDICTED and np.dtype(dtype).kind in "ui"

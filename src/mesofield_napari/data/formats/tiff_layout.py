@@ -199,8 +199,12 @@ def _value(typ: int, count: int, value: Any) -> bytes:
     return struct.pack("<Q", value)  # LONG8 or an offset
 
 
-# TIFF Compression tag of each codec name (``tiff_compressed.CODECS``)
-TIFF_CODES = {"": 1, "deflate": 8, "zstd": 50000}
+# TIFF Compression tag of each codec name (``tiff_compressed.CODECS``); 50002 is
+# JPEG XL as GDAL and tifffile write it
+TIFF_CODES = {"": 1, "deflate": 8, "zstd": 50000, "jpegxl": 50002}
+# the byte codecs compress integer frames after horizontal differencing (Predictor
+# 2); JPEG XL predicts the pixels itself (Predictor 1)
+PREDICTED = frozenset({"deflate", "zstd"})
 
 
 def _tags(
@@ -233,7 +237,7 @@ def _tags(
     ]
     if soft is not None:
         tags.append((305, _ASCII, len(_SOFTWARE), soft))
-    if code != 1 and dtype.kind in "ui":
+    if layout.compression in PREDICTED and dtype.kind in "ui":
         tags.append((317, _SHORT, 1, 2))  # horizontal differencing (compressed)
     if dtype.kind != "u":
         tags.append((339, _SHORT, 1, {"i": 2, "f": 3}[dtype.kind]))

@@ -311,7 +311,8 @@ def _second_offset(tf: Any) -> int | None:
     return int(offsets[0]) if offsets else None
 
 
-_CODECS = {8: "deflate", 50000: "zstd"}  # what CustomWriter(compression=) writes
+# what CustomWriter(compression=) writes
+_CODECS = {8: "deflate", 50000: "zstd", 50002: "jpegxl"}
 _ENTRY = np.dtype(
     [("code", "<u2"), ("type", "<u2"), ("count", "<u8"), ("value", "<u8")]
 )
@@ -402,7 +403,10 @@ class _StripFrames:
         self.ndim = len(self.shape)
 
     def frames(self, which: range) -> np.ndarray:
-        from ..formats.tiff_compressed import decode
+        from ..formats.tiff_compressed import decode, uses_predictor
+
+        if (self._predictor == 2) != uses_predictor(self._codec, self.dtype):
+            raise ValueError(f"{self._path.name}: unexpected predictor")
 
         out = np.empty((len(which), *self.shape[1:]), dtype=self.dtype)
         with open_regular(self._path) as fh:
@@ -419,8 +423,6 @@ class _StripFrames:
                         f"{self._path.name}: frame {i} does not decode "
                         f"({short_reason(exc)})"
                     ) from exc
-                if self._predictor == 1 and frame.dtype.kind in "ui":
-                    raise ValueError(f"{self._path.name}: unexpected predictor")
                 out[n] = frame
         return out
 
