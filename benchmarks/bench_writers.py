@@ -60,7 +60,10 @@ Fairness
 - Each contender first writes a few frames untimed (first imports, ome-types' pydantic
   schemas and OpenCV's codec probe cost ~1 s once per process, not per recording).
 - Before each timed run: ``os.sync()`` (no dirty pages from earlier runs or other
-  programs are flushed on our clock) and ``gc.collect()``. Output files are deleted
+  programs are flushed on our clock), ``gc.collect()``, and as much memory as the
+  run will write (+256 MB) touched and freed (``_report.prime_memory``: on these
+  virtual machines the balloon hands freed memory back to the host, and a run
+  whose page cache faults it all in again took 3-4x as long, whichever writer). Output files are deleted
   after each run, so every run writes into a fresh file on the same file system.
 - The machines are shared and noisy: contenders are interleaved within each
   repetition (their order rotates between repetitions), ratios are computed between
@@ -111,6 +114,7 @@ from _report import (  # benchmarks/_report.py
     fsync_path,
     markdown_table,
     plain_table,
+    prime_memory,
 )
 
 if TYPE_CHECKING:
@@ -124,6 +128,7 @@ CV2_FOURCC = "mp4v"
 DEFAULT_FRAMES = {256: 10000, 1024: 1000, 2048: 300}
 DEFAULT_CV2_FRAMES = {256: 10000, 1024: 1000, 2048: 150}  # mp4v 2048²: ~40 fps
 WARMUP_FRAMES = 8  # an untimed run of each contender first
+PRIME_SLACK = 256 << 20  # memory touched before a run beyond its output (_report.py)
 TARGET_VS_RAW = 0.9
 TARGET_VS_OME = 1.8
 TARGET_HANDLER_P99_MS = 2.0
@@ -738,6 +743,7 @@ def bench_size(
         for key in order:
             os.sync()
             gc.collect()
+            prime_memory(counts[key] * work.frame_bytes + PRIME_SLACK)
             run = RUNNERS[key](work, out, counts[key])
             if rep == 0:
                 try:
