@@ -96,11 +96,11 @@ class FinalizeOnClose:
                     self.shutdown()
             else:  # docked: the dock may reach napari's window only a bit later
                 QTimer.singleShot(0, self._watch_napari_window)
-        return super().event(ev)  # type: ignore[misc]
+        return super().event(ev)  # type: ignore[misc, unused-ignore]
 
     def closeEvent(self: Any, ev: Any) -> None:
         self.shutdown()
-        super().closeEvent(ev)  # type: ignore[misc]
+        super().closeEvent(ev)  # type: ignore[misc, unused-ignore]
 
 
 class LivePacer:

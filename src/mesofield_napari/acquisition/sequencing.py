@@ -76,7 +76,7 @@ def chunked_sequencing(core: CMMCorePlus, chunk: int | None = None) -> Iterator[
     if engine is None or not getattr(engine, "use_hardware_sequencing", False):
         yield
         return
-    engine.event_iterator = lambda events: iter_chunked_sequences(  # type: ignore[method-assign]
+    engine.event_iterator = lambda events: iter_chunked_sequences(  # type: ignore[method-assign, unused-ignore]
         core, events, chunk
     )
     try:

@@ -178,7 +178,7 @@ def _to_uint8(block: np.ndarray, mapping: ContrastMapping) -> list[np.ndarray]:
         flat = block.reshape(t * h, w) if block.flags.c_contiguous else None
         if flat is not None:
             # saturating; OpenCV's stubs lack the scalar second operand cv2 takes
-            shifted = cv2.subtract(flat, lo) if lo > 0 else flat  # type: ignore[arg-type]
+            shifted = cv2.subtract(flat, lo) if lo > 0 else flat  # type: ignore[arg-type, unused-ignore]
             out = cv2.convertScaleAbs(shifted, alpha=255.0 / (hi - lo))
             return [np.array(f) for f in out.reshape(t, h, w)]
     return [np.array(mapping.to_uint8(f)) for f in block]

@@ -117,8 +117,8 @@ def encode_frame(frame: np.ndarray, codec: str) -> bytes:
             buf = _SCRATCH.buf = np.empty_like(data)
         data = imagecodecs.delta_encode(data, axis=-1, out=buf)
     if codec == "zstd":
-        return bytes(imagecodecs.zstd_encode(data, level=spec.level))  # type: ignore[arg-type]  # imagecodecs' stub: any buffer is taken
-    return bytes(imagecodecs.deflate_encode(data, level=spec.level))  # type: ignore[arg-type]  # same
+        return bytes(imagecodecs.zstd_encode(data, level=spec.level))  # type: ignore[arg-type, unused-ignore]  # imagecodecs' stub: any buffer is taken
+    return bytes(imagecodecs.deflate_encode(data, level=spec.level))  # type: ignore[arg-type, unused-ignore]  # same
 
 
 def decode_strip(data: bytes, layout: TiffLayout) -> np.ndarray:

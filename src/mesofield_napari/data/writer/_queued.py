@@ -139,7 +139,7 @@ class QueuedWriterMixin:
             # an endless run (until Stop): its ``sizes`` warns and is empty, so
             # upstream's bookkeeping gets a plain empty sequence instead
             seq = useq.MDASequence()
-        super().sequenceStarted(seq, meta)  # type: ignore[misc]
+        super().sequenceStarted(seq, meta)  # type: ignore[misc, unused-ignore]
         self._frames_by_position = {}
         self.started_at, self.stopped_at = local_iso(), None
         self._pipeline.start()
@@ -194,12 +194,12 @@ class QueuedWriterMixin:
     # ------------------------------------------------------------ writer thread
     def _handle(self, kind: str, args: tuple[Any, ...]) -> None:
         if kind == "frame":
-            super().frameReady(*args)  # type: ignore[misc]
+            super().frameReady(*args)  # type: ignore[misc, unused-ignore]
         elif kind == "open_journal":
             self._open_journal(args[0])
         elif kind == "finish":
             try:
-                super().sequenceFinished(args[0])  # type: ignore[misc]
+                super().sequenceFinished(args[0])  # type: ignore[misc, unused-ignore]
             finally:
                 self._release_journal()
         else:  # pragma: no cover

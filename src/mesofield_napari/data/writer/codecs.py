@@ -228,7 +228,7 @@ class ContrastMapping:
         scale = 255.0 / (hi - lo)
         if frame.dtype in (np.uint8, np.uint16) and frame.ndim == 2:
             # saturating; OpenCV's stubs lack the scalar second operand cv2 takes
-            shifted: np.ndarray = cv2.subtract(frame, lo) if lo > 0 else frame  # type: ignore[call-overload]
+            shifted: np.ndarray = cv2.subtract(frame, lo) if lo > 0 else frame  # type: ignore[call-overload, unused-ignore]
             mapped: np.ndarray = cv2.convertScaleAbs(shifted, alpha=scale)
             return mapped
         scaled = (frame.astype(np.float32) - lo) * scale
