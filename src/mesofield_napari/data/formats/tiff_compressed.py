@@ -42,8 +42,8 @@ from .tiff_layout import (
     _header,
     _page_ifd_size,
     _pause,
-    ome_description,
-    plain_description,
+    checked_description,
+    created_exclusively,
     tail_bound,
 )
 
@@ -195,9 +195,9 @@ def create_compressed_tiff(
     compression: str,
 ) -> tuple[int, TiffLayout]:
     """Create ``path`` exclusively (never overwrites): the header, no IFD yet."""
-    dtype = np.dtype(dtype)
-    if dtype.kind not in "uif" or dtype.byteorder == ">":
-        raise ValueError(f"cannot write {dtype} frames to a TIFF")
+    dtype, description = checked_description(
+        dtype, dims, sizes, frame_shape, is_ome, metadata
+    )
     if compression not in CODECS:
         raise ValueError(f"unknown compression {compression!r}")
     allowed = CODECS[compression].dtypes.split()
@@ -206,10 +206,6 @@ def create_compressed_tiff(
             f"{compression} compresses {' and '.join(allowed)} frames, not "
             f"{dtype.name}: choose zstd or deflate"
         )
-    if is_ome:
-        description = ome_description(dtype, dims, sizes, frame_shape, metadata)
-    else:
-        description = plain_description(dims, sizes, frame_shape)
     layout = TiffLayout(
         path.name,
         dtype.str,
@@ -223,13 +219,8 @@ def create_compressed_tiff(
         ifds_first=False,
         compression=compression,
     )
-    fd = fileio.open_binary(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
-    try:
+    with created_exclusively(path) as fd:
         fileio.pwrite_all(fd, _header(0), 0)
-    except BaseException:
-        fileio.close(fd)
-        fileio.unlink(path)  # created exclusively above: it is ours
-        raise
     return fd, layout
 
 

@@ -55,6 +55,7 @@ import re
 import struct
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -317,6 +318,37 @@ def tail_bound(layout: TiffLayout, pages: int) -> int:
 
 
 # ---------------------------------------------------------------- create / finish
+def checked_description(
+    dtype: Any,
+    dims: str,
+    sizes: tuple[int, ...],
+    frame_shape: tuple[int, int],
+    is_ome: bool,
+    metadata: dict[str, Any],
+) -> tuple[np.dtype, str]:
+    """The frames' dtype, checked for a TIFF, and the file's description (OME-XML
+    or JSON): what every layout is built from."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "uif" or dtype.byteorder == ">":
+        raise ValueError(f"cannot write {dtype} frames to a TIFF")
+    if is_ome:
+        return dtype, ome_description(dtype, dims, sizes, frame_shape, metadata)
+    return dtype, plain_description(dims, sizes, frame_shape)
+
+
+@contextmanager
+def created_exclusively(path: Path) -> Iterator[int]:
+    """``path`` created exclusively (never overwrites) for its set-up writes; a
+    failure there closes and removes it (it is ours) and propagates."""
+    fd = fileio.open_binary(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+    try:
+        yield fd
+    except BaseException:
+        fileio.close(fd)
+        fileio.unlink(path)
+        raise
+
+
 def create_tiff(
     path: Path,
     *,
@@ -334,13 +366,9 @@ def create_tiff(
     planned shape while recording); a growing one only IFD0 until it is finished.
     The caller reserves the data's disk space.
     """
-    dtype = np.dtype(dtype)
-    if dtype.kind not in "uif" or dtype.byteorder == ">":
-        raise ValueError(f"cannot write {dtype} frames to a TIFF")
-    if is_ome:
-        description = ome_description(dtype, dims, sizes, frame_shape, metadata)
-    else:
-        description = plain_description(dims, sizes, frame_shape)
+    dtype, description = checked_description(
+        dtype, dims, sizes, frame_shape, is_ome, metadata
+    )
     probe = TiffLayout(
         path.name, dtype.str, frame_shape, dims, sizes, growing, is_ome, 0, description
     )
@@ -362,8 +390,7 @@ def create_tiff(
         ifds_first=True,
     )
     first, _ = _first_block(layout, 16, description, None if pages > 1 else 0)
-    fd = fileio.open_binary(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
-    try:
+    with created_exclusively(path) as fd:
         fileio.pwrite_all(fd, _header(16) + first, 0)
         for at, block in _chain(layout, chain_at, 1, pages):
             fileio.pwrite_all(fd, block, at)
@@ -371,10 +398,6 @@ def create_tiff(
             fileio.pwrite_all(fd, bytes(offset - head_len), head_len)
         # the frames' bytes exist (zeros) at once, without writing them
         fileio.set_size(fd, offset + pages * layout.frame_bytes)
-    except BaseException:
-        fileio.close(fd)
-        fileio.unlink(path)  # created exclusively above: it is ours
-        raise
     return fd, layout
 
 

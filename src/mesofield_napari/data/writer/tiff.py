@@ -327,18 +327,7 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
             flat = target.flat_index(index) if index else 0
         offset = target.data_offset + flat * target.frame_bytes
         data = np.ascontiguousarray(frame).data.cast("B")  # the array's memoryview
-        try:
-            fileio.pwrite_all(target.fd, data, offset)
-        except OSError as exc:
-            if exc.errno not in _NO_SPACE:
-                raise
-            raise RecordingError(
-                f"disk full: cannot write frame {target.count + 1} of "
-                f"{target.path.name} ({exc.strerror or exc}); the {target.count} "
-                "frame(s) before it are kept"
-            ) from exc
-        target.count += 1
-        target.last_flat = max(target.last_flat, flat)
+        self._write_frame(target, data, offset, flat)
 
     def finalize_metadata(self) -> None:
         """Make the data durable, finish every file to the frames written, then
@@ -410,6 +399,23 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
             offset=layout.data_offset,
             shape=(*sizes, *layout.frame_shape),
         )
+
+    @staticmethod
+    def _write_frame(target: _Target, data: Any, offset: int, flat: int) -> None:
+        """One frame's bytes (raw or a strip) at ``offset``, counted once written; a
+        full disk is one clear error that keeps the frames before it."""
+        try:
+            fileio.pwrite_all(target.fd, data, offset)
+        except OSError as exc:
+            if exc.errno not in _NO_SPACE:
+                raise
+            raise RecordingError(
+                f"disk full: cannot write frame {target.count + 1} of "
+                f"{target.path.name} ({exc.strerror or exc}); the {target.count} "
+                "frame(s) before it are kept"
+            ) from exc
+        target.count += 1
+        target.last_flat = max(target.last_flat, flat)
 
     def _reserve_for(self, target: _Target, pages: int) -> None:
         """Until Stop: keep disk reserved for ``pages`` frames plus the headers that
@@ -561,19 +567,8 @@ class CustomWriter(QueuedWriterMixin, OMETiffWriter):
         need = offset + len(strip) + compressed_tail_bound(target.layout, pages)
         if need > target.reserved:
             self._reserve_ahead(target, need, target.count + 1)
-        try:
-            fileio.pwrite_all(target.fd, strip, offset)
-        except OSError as exc:
-            if exc.errno not in _NO_SPACE:
-                raise
-            raise RecordingError(
-                f"disk full: cannot write frame {target.count + 1} of "
-                f"{target.path.name} ({exc.strerror or exc}); the {target.count} "
-                "frame(s) before it are kept"
-            ) from exc
+        self._write_frame(target, strip, offset, entry.flat)
         strips.add(entry.flat, offset, len(strip))
-        target.count += 1
-        target.last_flat = max(target.last_flat, entry.flat)
         if self._journal is not None and entry.meta_json is not None:
             self._journal.append_json(entry.meta_json, entry.key, (offset, len(strip)))
         pool.done()
