@@ -117,6 +117,29 @@ def kill_after_journal(
             proc.wait()
 
 
+def record_then_kill(script: str, path: Path, *args: str, frames: int) -> int:
+    """Run ``script`` (``python -c``; its argv: ``path``, then ``args``) in a child in
+    ``path``'s folder, kill it hard once ``path``'s journal holds ``frames`` frames,
+    and return the frames journaled. The script prints FINISHED if it ever ends on
+    its own: it must not have."""
+    import subprocess
+    import sys
+
+    from mesofield_napari.data import journal_path
+
+    jpath = journal_path(path)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(path), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=path.parent,
+    )
+    kill_after_journal(proc, lambda: jpath if jpath.exists() else None, frames)
+    out, _ = proc.communicate(timeout=30)
+    assert b"FINISHED" not in out
+    return journal_entry_lines(jpath)
+
+
 def kill_hard(proc: Any) -> None:
     """Kill ``proc`` the way nothing can catch: SIGKILL on POSIX, TerminateProcess
     (``Popen.kill``) on Windows, which has no SIGKILL."""

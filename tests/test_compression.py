@@ -264,25 +264,13 @@ print("FINISHED", flush=True)
 def test_sigkill_mid_compressed_run_then_recover(
     tmp_path: Path, codec: str, until_stop: bool
 ) -> None:
-    import subprocess
-    import sys
-
-    from _helpers import journal_entry_lines, kill_after_journal
+    from _helpers import record_then_kill
     from mesofield_napari.data import journal_path, recover
     from mesofield_napari.devices.sim_camera import SimulatedMesoscopeCamera
 
     path = tmp_path / "killed.ome.tiff"
     jpath = journal_path(path)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CRASH_CHILD, str(path), codec, str(int(until_stop))],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=tmp_path,
-    )
-    kill_after_journal(proc, lambda: jpath if jpath.exists() else None, frames=20)
-    out, _ = proc.communicate(timeout=30)
-    assert b"FINISHED" not in out
-    n = journal_entry_lines(jpath)
+    n = record_then_kill(CRASH_CHILD, path, codec, str(int(until_stop)), frames=20)
     assert 20 <= n < 2000
     with tifffile.TiffFile(path) as tif:  # no IFD before it is finished
         assert len(tif.pages) == 0

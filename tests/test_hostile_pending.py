@@ -327,8 +327,8 @@ for _ in range(200):
     writer.add_frame(rng.integers(0, 256, (128, 128), dtype=np.uint8))
 try:
     writer.finish({})
-except Exception:
-    pass
+except Exception as exc:  # the run's stop reports it; say it for the test's log too
+    print("finish:", exc, file=sys.stderr, flush=True)
 run.stop(raise_errors=False)  # paused at writers_closed, then SIGKILLed
 """
 

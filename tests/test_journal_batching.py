@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
 import threading
 from collections import namedtuple
 from pathlib import Path
@@ -22,7 +20,7 @@ import pytest
 import tifffile
 import useq
 
-from _helpers import journal_entry_lines, kill_after_journal, read_json, wait_until
+from _helpers import journal_entry_lines, read_json, record_then_kill, wait_until
 from mesofield_napari.data import CustomWriter, journal_path, recover, sidecar_path
 from mesofield_napari.data.formats.frame_json import frame_meta_json
 from mesofield_napari.data.formats.journal import FrameJournal
@@ -215,17 +213,7 @@ print("FINISHED", flush=True)
 @pytest.mark.slow
 def test_sigkill_while_the_writer_is_busy_then_recover(tmp_path: Path) -> None:
     path = tmp_path / "busy.ome.tiff"
-    jpath = journal_path(path)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", BUSY_CHILD, str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=tmp_path,
-    )
-    kill_after_journal(proc, lambda: jpath if jpath.exists() else None, frames=200)
-    out, _ = proc.communicate(timeout=30)
-    assert b"FINISHED" not in out
-    n = journal_entry_lines(jpath)
+    n = record_then_kill(BUSY_CHILD, path, frames=200)
     assert n >= 200
 
     report = recover(path)

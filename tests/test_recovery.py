@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from _helpers import (
     disk_limit_env,
     journal_entry_lines,
-    kill_after_journal,
     limit_prologue,
     read_json,
+    record_then_kill,
     sim_index,
     timelapse,
     wait_until,
@@ -264,21 +264,12 @@ print("FINISHED", flush=True)
 def test_sigkill_mid_recording_then_recover(tmp_path: Path) -> None:
     path = tmp_path / "killed.ome.tiff"
     jpath = journal_path(path)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CRASH_CHILD, str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=tmp_path,
-    )
-    kill_after_journal(proc, lambda: jpath if jpath.exists() else None, frames=20)
-    out, _ = proc.communicate(timeout=30)
-    assert b"FINISHED" not in out
+    n = record_then_kill(CRASH_CHILD, path, frames=20)
 
     # what the crash left behind
     assert path.exists()
     assert jpath.exists()
     assert not sidecar_path(path).exists()
-    n = journal_entry_lines(jpath)
     assert 20 <= n < 2000
 
     report = recover(path)

@@ -15,11 +15,10 @@ import pytest
 
 from _helpers import (
     disk_limit_env,
-    journal_entry_lines,
-    kill_after_journal,
     limit_prologue,
     read_json,
     read_video,
+    record_then_kill,
 )
 from _helpers import sim_index as _sim_index
 from mesofield_napari.data import CV2Writer, journal_path, recover, sidecar_path
@@ -67,18 +66,9 @@ print("FINISHED", flush=True)
 
 def _record_and_kill(path: Path, frames: int, fps: float, fourcc: str) -> int:
     """Record in a child, SIGKILL it after ``frames`` journaled; journaled count."""
-    jpath = journal_path(path)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", KILL_CHILD, str(path), str(fps), fourcc],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=path.parent,
-    )
-    kill_after_journal(proc, lambda: jpath if jpath.exists() else None, frames)
-    out, _ = proc.communicate(timeout=30)
-    assert b"FINISHED" not in out
+    n = record_then_kill(KILL_CHILD, path, str(fps), fourcc, frames=frames)
     assert not sidecar_path(path).exists()
-    return journal_entry_lines(jpath)
+    return n
 
 
 @pytest.mark.slow
