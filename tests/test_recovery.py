@@ -60,8 +60,12 @@ def crashed_mda(sim_core: UniMMCore, tmp_path: Path) -> tuple[Path, int]:
     def snapshot(frame: np.ndarray, event: useq.MDAEvent, meta: Any) -> None:
         if event.index.get("t") == 7:
             # journal lines trail the frames written by at most one batch, and catch
-            # up as soon as the writer's queue runs empty
-            wait_until(lambda: journal_entry_lines(journal_path(src)) >= 7, 10)
+            # up as soon as the writer's queue runs empty; on a loaded machine the
+            # writer thread may not even have opened the journal yet
+            journal = journal_path(src)
+            wait_until(
+                lambda: journal.exists() and journal_entry_lines(journal) >= 7, 10
+            )
             shutil.copyfile(journal_path(src), journal_path(crash))
             # the writer thread may be mid-line during the copy: cut at the last
             # complete line (a torn line is covered by its own test below)
